@@ -1,0 +1,49 @@
+# Thin aliases; the logic lives in the project's Python code and config files.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help install lock test unit lint format demo serve-model clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements/lock.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements/lock.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+install: $(STAMP) ## create .venv and install the project with its locked dependencies
+
+lock: $(STAMP) ## re-pin every dependency from pyproject.toml into requirements/lock.txt
+	$(BIN)/python -m pip install --quiet "uv==0.13.8"
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --python-platform linux \
+		--no-header -o requirements/lock.txt
+
+lint: $(STAMP) ## ruff and mypy; fails on any finding
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(STAMP) ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+unit: $(STAMP) ## the test suite without the lint step
+	$(BIN)/pytest
+
+test: $(STAMP) lint unit ## from a fresh clone: install, lint, run the whole suite
+
+demo: $(STAMP) ## train and register the three demo models into $MODEL_REGISTRY (./models)
+	$(BIN)/modelgate train --demo all
+
+serve-model: demo ## run the model service alone on $MODEL_PORT (8002) with gunicorn
+	$(BIN)/gunicorn --config python:shared.gunicorn_conf model_service.wsgi:app
+
+clean: ## remove the virtual environment and caches
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,168 @@
+"""The ``modelgate`` command line: train the demo models, register your own, list, deploy and verify.
+
+It reads the same environment variables as the services (``MODEL_REGISTRY``, ``MODEL_SIGNING_KEY``,
+``QUALITY_GATE_MIN_ACCURACY``, ``QUALITY_GATE_MIN_R2``; in local mode the generated secrets file).
+Exit status: 0 done, 2 bad usage or settings, 3 refused by the quality gate, 4 any other refusal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from model_service.config import ModelServiceSettings
+from model_service.registry import Registry
+from model_service.training import DEMOS, QualityGate, QualityGateFailed, register_model, train_demo
+from shared import artifacts
+from shared.config import SettingsError, load_settings
+from shared.errors import ModelgateError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modelgate", description=__doc__.splitlines()[0] if __doc__ else None)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a demo model on data bundled with its package and register it")
+    train.add_argument("--demo", required=True, choices=[*DEMOS, "all"], help="which demo model, or all")
+    train.add_argument("--if-missing", action="store_true", help="skip a demo that already has a version")
+    _registration_options(train)
+
+    register = commands.add_parser("register", help="register your own fitted estimator or Pipeline")
+    register.add_argument("name", help="model name (lowercase letters, digits, hyphens)")
+    register.add_argument("--artifact", required=True, type=Path, help="your fitted model, saved with joblib.dump")
+    register.add_argument("--train-data", required=True, type=Path, help="CSV the model was trained on")
+    register.add_argument("--target", required=True, help="the target column of the CSV")
+    register.add_argument("--holdout-data", type=Path, help="CSV of held-out rows to score on (else 20%% split)")
+    _registration_options(register)
+
+    commands.add_parser("models", help="list models, versions and deployments")
+
+    deploy = commands.add_parser("deploy", help="make VERSION serve NAME")
+    deploy.add_argument("name")
+    deploy.add_argument("version")
+
+    verify = commands.add_parser("verify", help="check signatures and hashes of a model's versions")
+    verify.add_argument("name")
+    verify.add_argument("version", nargs="?")
+    return parser
+
+
+def _registration_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--deploy", action="store_true", help="deploy the new version (the first one always is)")
+    parser.add_argument("--min-accuracy", type=float, help="quality gate for classifiers (QUALITY_GATE_MIN_ACCURACY)")
+    parser.add_argument("--min-r2", type=float, help="quality gate for regressors (QUALITY_GATE_MIN_R2)")
+
+
+def _gate(args: argparse.Namespace, settings: ModelServiceSettings) -> QualityGate:
+    return QualityGate(
+        min_accuracy=settings.quality_gate_min_accuracy if args.min_accuracy is None else args.min_accuracy,
+        min_r2=settings.quality_gate_min_r2 if args.min_r2 is None else args.min_r2,
+    )
+
+
+def _summary(metadata: dict[str, Any]) -> dict[str, Any]:
+    metrics = metadata["metrics"]
+    return {
+        "model": metadata["name"],
+        "version": metadata["version"],
+        "deployed": bool(metadata.get("deployed")),
+        "task": metadata["task"],
+        metrics["primary"]: metrics[metrics["primary"]],
+        "runtime": metadata["onnx"]["runtime"],
+    }
+
+
+def _read_csv(path: Path) -> Any:
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise ModelgateError(f"cannot read {path}: {exc}") from None
+
+
+def run(args: argparse.Namespace, settings: ModelServiceSettings) -> int:
+    """Carry out one parsed command; prints JSON lines on stdout."""
+    registry = Registry(settings.model_registry, settings.signing_key())
+    if args.command == "train":
+        names = list(DEMOS) if args.demo == "all" else [args.demo]
+        for name in names:
+            if args.if_missing and artifacts.list_versions(registry.root, name):
+                print(json.dumps({"model": name, "skipped": "already registered"}))
+                continue
+            print(json.dumps(_summary(train_demo(registry, name, gate=_gate(args, settings), deploy=args.deploy))))
+        return 0
+    if args.command == "register":
+        import joblib
+
+        artifacts.validate_name(args.name)
+        # The user's own file, loaded on the user's own machine by the user's command.
+        estimator = joblib.load(args.artifact)
+        holdout = _read_csv(args.holdout_data) if args.holdout_data else None
+        metadata = register_model(
+            registry,
+            args.name,
+            estimator,
+            _read_csv(args.train_data),
+            args.target,
+            holdout=holdout,
+            gate=_gate(args, settings),
+            deploy=args.deploy,
+        )
+        print(json.dumps(_summary(metadata)))
+        return 0
+    if args.command == "models":
+        for name in registry.models():
+            print(
+                json.dumps(
+                    {
+                        "model": name,
+                        "versions": registry.versions(name),
+                        "deployment": registry.deployment(name),
+                    }
+                )
+            )
+        return 0
+    if args.command == "deploy":
+        record = registry.deploy(args.name, artifacts.validate_version(args.version))
+        print(json.dumps({"model": args.name, "deployment": record}))
+        return 0
+    if args.command == "verify":
+        versions = [artifacts.validate_version(args.version)] if args.version else registry.versions(args.name)
+        failed = 0
+        for version in versions:
+            try:
+                registry.load(args.name, version, use_onnx=False)
+                print(json.dumps({"model": args.name, "version": version, "verified": True}))
+            except ModelgateError as exc:
+                failed += 1
+                print(json.dumps({"model": args.name, "version": version, "verified": False, "reason": exc.detail}))
+        return 4 if failed else 0
+    raise AssertionError(args.command)  # pragma: no cover - argparse rejects unknown commands
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``modelgate`` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(ModelServiceSettings)
+        return run(args, settings)
+    except SettingsError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except QualityGateFailed as exc:
+        print(f"modelgate: refused by the quality gate: {exc.detail}", file=sys.stderr)
+        return 3
+    except ModelgateError as exc:
+        print(f"modelgate: {exc.detail}", file=sys.stderr)
+        return 4
+    except FileNotFoundError as exc:
+        print(f"modelgate: no such file: {exc.filename}", file=sys.stderr)
+        return 4
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,376 @@
+"""The models one worker serves: loading, readiness, version resolution and Open Inference Protocol infer.
+
+Each gunicorn worker owns a ``ModelServer``. ``start`` loads every deployed version in a background
+thread (``/ready`` says 503 until that first pass is over) and then re-reads the deployment records every
+``REGISTRY_REFRESH_SECONDS``, so a new deployment serves without a restart. A version that fails
+verification is reported on readiness and never served; the other models keep serving. No Flask here.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from model_service.config import ModelServiceSettings
+from model_service.deployments import Deployment
+from model_service.registry import LoadedModel, Registry
+from shared import artifacts
+from shared.errors import (
+    ArtifactError,
+    ContractMismatch,
+    InferenceInputError,
+    InvalidName,
+    ModelNotFound,
+    ModelNotReady,
+    PayloadTooLarge,
+)
+from shared.health import Check
+from shared.metrics import INFERENCE_LATENCY, INFERENCE_ROWS, MODEL_LOAD_FAILURES, MODEL_READY, MODEL_RUNTIME
+from shared.oip import InferRequest, encode_tensor, parse_infer_request
+
+log = logging.getLogger(__name__)
+
+#: Name of the single input tensor that carries already-transformed features (from the preprocessing
+#: service); it must come with ``parameters.contract_fingerprint`` of the version that will run.
+PREPROCESSED_INPUT = "preprocessed"
+#: Seconds before a version that failed to load is tried again.
+RETRY_FAILED_AFTER = 30.0
+
+_NUMERIC = {"UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"}
+_ACCEPTS = {
+    "number": _NUMERIC,
+    "integer": _NUMERIC,
+    "boolean": {"BOOL"},
+    "category": {"BYTES"},
+    "string": {"BYTES"},
+}
+_METADATA_DATATYPE = {
+    "number": "FP64",
+    "integer": "INT64",
+    "boolean": "BOOL",
+    "category": "BYTES",
+    "string": "BYTES",
+}
+
+
+class ModelServer:
+    """Loaded model versions of one process, with their deployments."""
+
+    def __init__(self, registry: Registry, *, use_onnx: bool, onnx_threads: int, refresh_seconds: float, max_rows: int):
+        self.registry = registry
+        self.use_onnx = use_onnx
+        self.onnx_threads = onnx_threads
+        self.refresh_seconds = refresh_seconds
+        self.max_rows = max_rows
+        self._models: dict[tuple[str, int], LoadedModel] = {}
+        self._failures: dict[tuple[str, int], tuple[str, float]] = {}
+        self._deployments: dict[str, Deployment] = {}
+        self._lock = threading.RLock()
+        self._loaded_once = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def from_settings(cls, settings: ModelServiceSettings) -> ModelServer:
+        """A server over ``MODEL_REGISTRY`` with the settings' runtime choices."""
+        return cls(
+            Registry(settings.model_registry, settings.signing_key()),
+            use_onnx=settings.model_use_onnx,
+            onnx_threads=settings.onnx_threads,
+            refresh_seconds=settings.registry_refresh_seconds,
+            max_rows=settings.max_batch_rows,
+        )
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self, background: bool = True) -> None:
+        """Load the deployed versions, in a daemon thread (then keep refreshing) or right here."""
+        if not background:
+            self.sync()
+            return
+        self._thread = threading.Thread(target=self._run, name="model-loader", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the refresh thread (tests)."""
+        self._stop.set()
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Block until the first load pass is over."""
+        return self._loaded_once.wait(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.sync()
+            except Exception:
+                log.exception("registry sync failed")
+                self._loaded_once.set()
+            if self.refresh_seconds <= 0 or self._stop.wait(self.refresh_seconds):
+                return
+
+    def sync(self) -> None:
+        """Read every deployment record and load the versions it routes to."""
+        deployments: dict[str, Deployment] = {}
+        for name in self.registry.models():
+            try:
+                record = self.registry.deployment(name)
+            except ArtifactError as exc:
+                log.error("deployment unreadable", extra={"model": name, "reason": exc.detail})
+                continue
+            if record is None:
+                continue
+            try:
+                deployments[name] = Deployment.from_record(record)
+            except (KeyError, TypeError, ValueError, InvalidName):
+                log.error("deployment invalid", extra={"model": name})
+                continue
+            for version in deployments[name].versions():
+                self._ensure_loaded(name, version, retry=True)
+        with self._lock:
+            self._deployments = deployments
+        self._loaded_once.set()
+
+    def _ensure_loaded(self, name: str, version: int, *, retry: bool) -> LoadedModel | None:
+        key = (name, version)
+        with self._lock:
+            if key in self._models:
+                return self._models[key]
+            failure = self._failures.get(key)
+            if failure and (not retry or time.monotonic() - failure[1] < RETRY_FAILED_AFTER):
+                return None
+            try:
+                model = self.registry.load(name, version, use_onnx=self.use_onnx, onnx_threads=self.onnx_threads)
+            except ModelNotFound:
+                raise
+            except ArtifactError as exc:
+                reason = type(exc).__name__
+                self._failures[key] = (exc.detail, time.monotonic())
+                MODEL_LOAD_FAILURES.labels(name, str(version), reason).inc()
+                MODEL_READY.labels(name, str(version)).set(0)
+                log.error("model refused", extra={"model": name, "version": version, "reason": exc.detail})
+                return None
+            except Exception as exc:
+                self._failures[key] = (f"load failed: {type(exc).__name__}", time.monotonic())
+                MODEL_LOAD_FAILURES.labels(name, str(version), "load").inc()
+                MODEL_READY.labels(name, str(version)).set(0)
+                log.exception("model load failed", extra={"model": name, "version": version})
+                return None
+            self._failures.pop(key, None)
+            self._models[key] = model
+            MODEL_RUNTIME.labels(name, str(version), model.runtime.name).set(1)
+            MODEL_READY.labels(name, str(version)).set(1)
+            return model
+
+    # --- lookups -----------------------------------------------------------------------------------
+
+    def deployment(self, name: str) -> Deployment | None:
+        """The deployment this worker last read for ``name``."""
+        with self._lock:
+            return self._deployments.get(name)
+
+    def resolve(self, name: str, version: str | int | None = None) -> LoadedModel:
+        """The loaded version that answers a request: ``version``, or the deployment's choice."""
+        artifacts.validate_name(name)
+        if version is None:
+            deployment = self.deployment(name)
+            if deployment is None:
+                if name in self.registry.models():
+                    raise ModelNotReady(
+                        name, "-", "no version is deployed" if self._loaded_once.is_set() else "loading"
+                    )
+                raise ModelNotFound(name)
+            chosen = deployment.choose()
+        else:
+            chosen = artifacts.validate_version(version)
+        model = self._ensure_loaded(name, chosen, retry=False)
+        if model is None:
+            with self._lock:
+                failure = self._failures.get((name, chosen))
+            raise ModelNotReady(name, chosen, failure[0] if failure else "loading")
+        return model
+
+    def is_ready(self, name: str, version: str | int | None = None) -> bool:
+        """Whether ``name`` (at ``version``, or its deployed version) is loaded and verified here."""
+        artifacts.validate_name(name)
+        with self._lock:
+            if version is None:
+                deployment = self._deployments.get(name)
+                if deployment is None:
+                    return False
+                return all((name, v) in self._models for v in deployment.versions())
+            return (name, artifacts.validate_version(version)) in self._models
+
+    def loaded(self) -> list[LoadedModel]:
+        """Every version loaded in this worker."""
+        with self._lock:
+            return list(self._models.values())
+
+    def readiness(self) -> dict[str, Check]:
+        """Readiness checks: the registry folder, and the first load pass with any failures or warnings."""
+        checks = {"registry": Check(self.registry.root.is_dir(), "" if self.registry.root.is_dir() else "missing")}
+        with self._lock:
+            failures = {f"{n}/{v}": reason for (n, v), (reason, _) in self._failures.items()}
+            warnings = {f"{m.name}/{m.version}": m.warnings for m in self._models.values() if m.warnings}
+            loaded = sorted(f"{n}/{v}" for n, v in self._models)
+        data: dict[str, Any] = {"loaded": loaded}
+        if failures:
+            data["failed"] = failures
+        if warnings:
+            data["warnings"] = warnings
+        if not self._loaded_once.is_set():
+            checks["models"] = Check(False, "loading the deployed versions", data)
+        else:
+            checks["models"] = Check(True, "", data)
+        return checks
+
+    # --- the protocol ------------------------------------------------------------------------------
+
+    def model_metadata(self, model: LoadedModel) -> dict[str, Any]:
+        """The protocol's model metadata: raw features as inputs, predictions as outputs."""
+        inputs = [
+            {"name": f["name"], "datatype": _METADATA_DATATYPE[f["type"]], "shape": [-1]}
+            for f in model.contract["features"]
+        ]
+        if model.task == "classification":
+            outputs = [
+                {"name": "label", "datatype": "BYTES" if _labels_are_text(model) else "INT64", "shape": [-1]},
+                {"name": "probabilities", "datatype": "FP64", "shape": [-1, len(model.classes)]},
+            ]
+        else:
+            outputs = [{"name": "prediction", "datatype": "FP64", "shape": [-1]}]
+        return {
+            "name": model.name,
+            "versions": [str(v) for v in self.registry.versions(model.name)],
+            "platform": f"sklearn_{model.runtime.name}",
+            "inputs": inputs,
+            "outputs": outputs,
+            "parameters": {
+                "version": str(model.version),
+                "task": model.task,
+                "classes": model.classes,
+                "runtime": model.runtime.name,
+                "contract_fingerprint": model.fingerprint,
+                "preprocessed_input": {
+                    "name": PREPROCESSED_INPUT,
+                    "datatype": "FP64",
+                    "shape": [-1, model.transformed_width],
+                },
+            },
+        }
+
+    def infer(self, name: str, version: str | int | None, body: Any, request_id: str) -> dict[str, Any]:
+        """Answer one infer request for ``name`` (at ``version``, or as deployed)."""
+        model = self.resolve(name, version)
+        request = parse_infer_request(body)
+        features = self._features(model, request)
+        rows = features.shape[0]
+        if rows > self.max_rows:
+            raise PayloadTooLarge(f"{rows} rows exceed the limit of {self.max_rows} per request")
+        label = str(model.version)
+        started = time.perf_counter()
+        prediction = model.predict(features) if rows else None
+        INFERENCE_LATENCY.labels(name, label, model.runtime.name).observe(time.perf_counter() - started)
+        INFERENCE_ROWS.labels(name, label).inc(rows)
+        outputs: list[dict[str, Any]] = []
+        if model.task == "classification":
+            labels = prediction.labels if prediction is not None else np.empty(0, dtype=object)
+            outputs.append(encode_tensor("label", np.asarray(labels if labels is not None else [])))
+            if prediction is None or prediction.probabilities is not None:
+                probabilities = (
+                    prediction.probabilities
+                    if prediction is not None and prediction.probabilities is not None
+                    else np.empty((0, len(model.classes)))
+                )
+                outputs.append(encode_tensor("probabilities", probabilities, {"classes": model.classes}))
+        else:
+            values = prediction.values if prediction is not None and prediction.values is not None else np.empty(0)
+            outputs.append(encode_tensor("prediction", values))
+        if request.outputs is not None:
+            unknown = set(request.outputs) - {o["name"] for o in outputs}
+            if unknown:
+                raise InferenceInputError(f"unknown output(s): {', '.join(sorted(unknown))}")
+            outputs = [o for o in outputs if o["name"] in request.outputs]
+        return {
+            "model_name": name,
+            "model_version": label,
+            "id": request.id or request_id,
+            "parameters": {"runtime": model.runtime.name, "contract_fingerprint": model.fingerprint},
+            "outputs": outputs,
+        }
+
+    def _features(self, model: LoadedModel, request: InferRequest) -> np.ndarray:
+        """The final estimator's input: the preprocessed tensor as sent, or raw features transformed here."""
+        tensor = request.input(PREPROCESSED_INPUT)
+        if tensor is not None:
+            if len(request.inputs) != 1:
+                raise InferenceInputError(f"{PREPROCESSED_INPUT!r} must be the only input")
+            sent = request.parameters.get("contract_fingerprint", tensor.parameters.get("contract_fingerprint"))
+            if not isinstance(sent, str):
+                raise InferenceInputError(f"{PREPROCESSED_INPUT!r} needs parameters.contract_fingerprint")
+            if sent != model.fingerprint:
+                raise ContractMismatch(
+                    f"the features were prepared for contract {sent[:12]}, but version {model.version} of "
+                    f"{model.name!r} expects {model.fingerprint[:12]}: transform them for this version"
+                )
+            if tensor.datatype not in ("FP16", "FP32", "FP64") or len(tensor.shape) != 2:
+                raise InferenceInputError(f"{PREPROCESSED_INPUT!r} must be a 2-D FP32 or FP64 tensor")
+            if tensor.shape[1] != model.transformed_width:
+                raise InferenceInputError(
+                    f"{PREPROCESSED_INPUT!r} has {tensor.shape[1]} columns, the model takes {model.transformed_width}"
+                )
+            if np.isnan(tensor.data).any():
+                raise InferenceInputError(f"{PREPROCESSED_INPUT!r} must not contain null")
+            return np.asarray(tensor.data, dtype=np.float64)
+        return model.transform_records(raw_records(model, request))
+
+
+def _labels_are_text(model: LoadedModel) -> bool:
+    return any(isinstance(c, str) for c in model.classes)
+
+
+def raw_records(model: LoadedModel, request: InferRequest) -> list[dict[str, Any]]:
+    """Check per-feature input tensors against the feature contract and turn them into records."""
+    features = {f["name"]: f for f in model.contract["features"]}
+    unknown = [t.name for t in request.inputs if t.name not in features]
+    if unknown:
+        raise InferenceInputError(
+            f"unknown input(s) {', '.join(map(repr, unknown[:5]))}; the inputs are {', '.join(features)}"
+        )
+    present = {t.name: t for t in request.inputs}
+    missing = [name for name, f in features.items() if f["required"] and name not in present]
+    if missing:
+        raise InferenceInputError(f"missing input(s): {', '.join(missing)}")
+    rows: int | None = None
+    columns: dict[str, list[Any]] = {}
+    for name, tensor in present.items():
+        spec = features[name]
+        if tensor.datatype not in _ACCEPTS[spec["type"]]:
+            raise InferenceInputError(f"input {name!r} is a {spec['type']}: datatype {tensor.datatype} does not fit")
+        if len(tensor.shape) > 2 or (len(tensor.shape) == 2 and tensor.shape[1] != 1):
+            raise InferenceInputError(f"input {name!r} must have shape [N] or [N, 1], got {list(tensor.shape)}")
+        values = tensor.data.reshape(-1).tolist()
+        if rows is None:
+            rows = len(values)
+        elif len(values) != rows:
+            raise InferenceInputError(f"input {name!r} has {len(values)} rows, other inputs have {rows}")
+        cleaned: list[Any] = []
+        for value in values:
+            if isinstance(value, float) and value != value:  # NaN from null in a float tensor
+                value = None
+            if isinstance(value, str):
+                value = value.strip()
+            if value is None:
+                if not spec["nullable"]:
+                    raise InferenceInputError(f"input {name!r} must not be null")
+            elif spec["type"] == "category" and value not in spec["categories"]:
+                allowed = ", ".join(spec["categories"][:20])
+                raise InferenceInputError(f"input {name!r}: {value[:50]!r} is not one of {allowed}")
+            cleaned.append(value)
+        columns[name] = cleaned
+    count = rows or 0
+    return [{name: columns[name][i] if name in columns else None for name in features} for i in range(count)]

@@ -1,0 +1,1 @@
+"""Code the three services share: settings, logging, errors, metrics, health, artifacts, the inference protocol."""

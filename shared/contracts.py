@@ -1,0 +1,99 @@
+"""The feature contract: what a model version expects of each raw input feature, learned from training data.
+
+A contract is plain JSON, stored in the version's signed ``metadata.json``::
+
+    {"features": [{"name": "bill_length_mm", "type": "number", "required": true, "nullable": true,
+                   "range": {"min": 32.1, "max": 59.6},
+                   "reference": {"edges": [...], "fractions": [...]}}, ...]}
+
+Types: ``number`` (float), ``integer``, ``boolean``, ``category`` (strings from a closed set, listed in
+``categories``) and ``string`` (free text). ``reference`` is the training distribution (deciles for
+numbers, frequencies for categories) that drift detection compares live traffic against. The fingerprint
+is a hash of everything that decides what the model receives, so a request built for one contract is
+recognised as such by a model version with another (the training/serving skew guard).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+#: A text column with at most this many distinct values is a category; more makes it free text.
+MAX_CATEGORIES = 200
+#: Decile bins for a numeric feature's reference distribution.
+REFERENCE_BINS = 10
+
+
+def _finite(value: Any) -> float | None:
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _numeric_reference(values: pd.Series) -> dict[str, Any]:
+    import numpy as np
+
+    data = values.dropna().to_numpy(dtype=float)
+    if data.size == 0:
+        return {"edges": [], "fractions": []}
+    edges = np.unique(np.quantile(data, np.linspace(0.0, 1.0, REFERENCE_BINS + 1)))
+    if edges.size < 2:
+        return {"edges": [float(edges[0]), float(edges[0])], "fractions": [1.0]}
+    counts, _ = np.histogram(data, bins=edges)
+    return {
+        "edges": [round(float(e), 6) for e in edges],
+        "fractions": [round(float(c) / data.size, 6) for c in counts],
+    }
+
+
+def learn_feature(name: str, values: pd.Series) -> dict[str, Any]:
+    """The contract entry for one training column."""
+    from pandas.api import types as ptypes
+
+    nullable = bool(values.isna().any())
+    entry: dict[str, Any] = {"name": str(name), "required": True, "nullable": nullable}
+    present = values.dropna()
+    if ptypes.is_bool_dtype(values.dtype):
+        entry["type"] = "boolean"
+    elif ptypes.is_integer_dtype(values.dtype):
+        entry["type"] = "integer"
+    elif ptypes.is_numeric_dtype(values.dtype):
+        entry["type"] = "number"
+    else:
+        strings = present.astype(str).str.strip()
+        distinct = sorted(set(strings))
+        if len(distinct) <= MAX_CATEGORIES:
+            entry["type"] = "category"
+            entry["categories"] = distinct
+            counts = strings.value_counts(normalize=True)
+            entry["reference"] = {"frequencies": {k: round(float(counts[k]), 6) for k in distinct}}
+        else:
+            entry["type"] = "string"
+        return entry
+    if entry["type"] != "boolean" and present.size:
+        entry["range"] = {"min": _finite(present.min()), "max": _finite(present.max())}
+        entry["reference"] = _numeric_reference(values)
+    return entry
+
+
+def learn_contract(frame: pd.DataFrame) -> dict[str, Any]:
+    """The feature contract of a training frame (target column already removed), in column order."""
+    return {"features": [learn_feature(str(column), frame[column]) for column in frame.columns]}
+
+
+def fingerprint(contract: dict[str, Any]) -> str:
+    """sha256 over what decides the model's input: names, order, types, nullability and categories."""
+    essential = [
+        {key: feature.get(key) for key in ("name", "type", "required", "nullable", "categories")}
+        for feature in contract["features"]
+    ]
+    return hashlib.sha256(json.dumps(essential, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def feature_names(contract: dict[str, Any]) -> list[str]:
+    """The features of a contract, in the order the model was trained with."""
+    return [feature["name"] for feature in contract["features"]]

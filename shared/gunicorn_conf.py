@@ -1,0 +1,88 @@
+"""The gunicorn configuration every modelgate service runs with, in containers and in local mode alike.
+
+    gunicorn --config python:shared.gunicorn_conf model_service.wsgi:app
+
+``MODELGATE_SERVICE`` (gateway, preprocessing or model) picks the port variable; everything else comes
+from the environment with defaults sized for a small host. Workers are ``gthread``: each holds a few
+threads, so keep-alive connections from the gateway are reused instead of pinning a sync worker.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from shared.logging import gunicorn_logconfig
+
+SERVICE = os.environ.get("MODELGATE_SERVICE", "model")
+_PORT_VARIABLES = {
+    "gateway": ("GATEWAY_PORT", 8000),
+    "preprocessing": ("PREPROCESSING_PORT", 8001),
+    "model": ("MODEL_PORT", 8002),
+}
+if SERVICE not in _PORT_VARIABLES:
+    raise SystemExit(
+        f"modelgate: invalid setting MODELGATE_SERVICE: {SERVICE!r} is not one of {sorted(_PORT_VARIABLES)}"
+    )
+_port_variable, _default_port = _PORT_VARIABLES[SERVICE]
+
+
+def _int(variable: str, default: int, low: int, high: int) -> int:
+    raw = os.environ.get(variable)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SystemExit(f"modelgate: invalid setting {variable}: {raw!r} is not an integer") from None
+    if not low <= value <= high:
+        raise SystemExit(f"modelgate: invalid setting {variable}: {value} is not between {low} and {high}")
+    return value
+
+
+port = _int(_port_variable, _default_port, 1, 65535)
+bind = [f"{os.environ.get('BIND_HOST', '127.0.0.1')}:{port}"]
+worker_class = "gthread"
+workers = _int("WEB_CONCURRENCY", 2, 1, 64)
+threads = _int("GUNICORN_THREADS", 4, 1, 64)
+# A worker that stays silent this long is killed and replaced; model loading runs in a thread, so it
+# never holds the worker's heartbeat.
+timeout = _int("GUNICORN_TIMEOUT", 30, 5, 600)
+graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 20, 1, 600)
+keepalive = _int("GUNICORN_KEEPALIVE", 5, 0, 300)
+backlog = 2048
+# Each worker loads its own copy of the models after the fork: onnxruntime sessions are not fork-safe.
+preload_app = False
+accesslog = None
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "INFO").lower()
+logconfig_dict = gunicorn_logconfig(SERVICE, os.environ.get("LOG_LEVEL", "INFO").upper())
+proc_name = f"modelgate-{SERVICE}"
+limit_request_line = 8190
+limit_request_fields = 100
+limit_request_field_size = 8190
+# Two cores per host: numeric libraries must not start a thread per core in every worker.
+for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_variable, "1")
+
+# Prometheus multiprocess mode: one folder per service instance, emptied when the master starts.
+_metrics_dir = Path(
+    os.environ.get("PROMETHEUS_MULTIPROC_DIR") or Path(tempfile.gettempdir()) / f"modelgate-metrics-{SERVICE}-{port}"
+)
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_metrics_dir)
+
+
+def on_starting(server: Any) -> None:
+    """Start from an empty metrics folder: samples of a previous run must not be added to this one."""
+    _metrics_dir.mkdir(parents=True, exist_ok=True)
+    for stale in _metrics_dir.glob("*.db"):
+        stale.unlink(missing_ok=True)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Drop a dead worker's live gauges (its counters stay counted)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

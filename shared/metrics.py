@@ -1,0 +1,73 @@
+"""Every Prometheus metric modelgate exports, declared once, and the ``/metrics`` view.
+
+Under gunicorn the config file points ``PROMETHEUS_MULTIPROC_DIR`` at a per-service folder before any
+worker imports this module, so each worker writes its samples to files there and ``/metrics`` (served by
+whichever worker answers) adds up every live and exited worker.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+#: Request latency buckets, in seconds: fine below 10 ms where the services live, coarse above.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+HTTP_REQUESTS = Counter(
+    "modelgate_http_requests_total",
+    "HTTP requests answered, by service, route template, method and status.",
+    ["service", "route", "method", "status"],
+)
+HTTP_LATENCY = Histogram(
+    "modelgate_http_request_duration_seconds",
+    "Time from request received to response returned, by service and route template.",
+    ["service", "route", "method"],
+    buckets=LATENCY_BUCKETS,
+)
+INFERENCE_LATENCY = Histogram(
+    "modelgate_inference_duration_seconds",
+    "Time spent in the model runtime for one inference call (one request, any number of rows).",
+    ["model", "version", "runtime"],
+    buckets=LATENCY_BUCKETS,
+)
+INFERENCE_ROWS = Counter(
+    "modelgate_inference_rows_total",
+    "Rows predicted, by model version.",
+    ["model", "version"],
+)
+MODEL_RUNTIME = Gauge(
+    "modelgate_model_runtime_info",
+    "1 for the runtime (onnx or sklearn) that serves each loaded model version.",
+    ["model", "version", "runtime"],
+    multiprocess_mode="livemax",
+)
+MODEL_READY = Gauge(
+    "modelgate_model_ready",
+    "1 while a deployed model version is loaded and verified in a worker, 0 when it failed to load.",
+    ["model", "version"],
+    multiprocess_mode="livemin",
+)
+MODEL_LOAD_FAILURES = Counter(
+    "modelgate_model_load_failures_total",
+    "Model versions that could not be loaded, by reason (signature, hash, read, runtime).",
+    ["model", "version", "reason"],
+)
+
+
+def render_metrics() -> tuple[bytes, str]:
+    """The exposition text for this process, or for every worker under gunicorn."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
