@@ -39,11 +39,11 @@ unit: $(STAMP) ## the test suite without the lint step
 
 test: $(STAMP) lint unit ## from a fresh clone: install, lint, run the whole suite
 
-demo: $(STAMP) ## train and register the three demo models into $MODEL_REGISTRY (./models)
-	$(BIN)/modelgate train --demo all
+demo: $(STAMP) ## train and register the demo models into MODEL_REGISTRY (./models) unless already there
+	$(BIN)/modelgate train --demo all --if-missing
 
-serve-model: demo ## run the model service alone on $MODEL_PORT (8002) with gunicorn
-	$(BIN)/gunicorn --config python:shared.gunicorn_conf model_service.wsgi:app
+serve-model: demo ## run the model service alone, in the foreground, on MODEL_PORT (8002)
+	MODELGATE_SERVICE=model $(BIN)/gunicorn --config python:shared.gunicorn_conf model_service.wsgi:app
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

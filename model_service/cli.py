@@ -100,7 +100,12 @@ def run(args: argparse.Namespace, settings: ModelServiceSettings) -> int:
 
         artifacts.validate_name(args.name)
         # The user's own file, loaded on the user's own machine by the user's command.
-        estimator = joblib.load(args.artifact)
+        try:
+            estimator = joblib.load(args.artifact)
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever a bad file raises, the answer is the same
+            raise ModelgateError(f"{args.artifact} is not a model saved with joblib ({type(exc).__name__})") from None
         holdout = _read_csv(args.holdout_data) if args.holdout_data else None
         metadata = register_model(
             registry,
@@ -150,8 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(ModelServiceSettings)
         return run(args, settings)
-    except SettingsError as exc:
-        print(str(exc), file=sys.stderr)
+    except SettingsError:  # its one line is already on stderr
         return 2
     except QualityGateFailed as exc:
         print(f"modelgate: refused by the quality gate: {exc.detail}", file=sys.stderr)

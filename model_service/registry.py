@@ -105,6 +105,8 @@ class LoadedModel:
 
     def transform_records(self, records: list[dict[str, Any]]) -> np.ndarray:
         """Raw records (already checked against the contract) -> the final estimator's input matrix."""
+        if not records:
+            return np.empty((0, self.transformed_width))
         frame = records_frame(records, self.contract)
         data: Any = frame if self.metadata.get("input_format") == "dataframe" else frame.to_numpy(dtype=np.float64)
         if self.transformer is None:
@@ -171,7 +173,8 @@ class Registry:
 
     def deploy(self, name: str, version: int) -> dict[str, Any]:
         """Make ``version`` the one that serves ``name`` (keeping no canary)."""
-        self.metadata(name, version)  # must exist and verify
+        self.metadata(name, version)  # must exist (404 otherwise)
+        artifacts.verify_files(artifacts.version_dir(self.root, name, version), self.key)  # and be intact
         record = {"version": int(version)}
         artifacts.write_deployment(self.root, name, record)
         return record

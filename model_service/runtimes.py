@@ -46,8 +46,15 @@ class SklearnRuntime:
     def __init__(self, estimator: Any, task: str) -> None:
         self.estimator = estimator
         self.task = task
+        names = getattr(estimator, "feature_names_in_", None)
+        # A bare estimator fitted on a DataFrame checks column names; give it the names it was fitted with.
+        self.columns = [str(n) for n in names] if names is not None else None
 
     def predict(self, features: np.ndarray) -> Prediction:
+        if self.columns is not None:
+            import pandas as pd
+
+            features = pd.DataFrame(features, columns=self.columns)
         if self.task == "regression":
             return Prediction(values=np.asarray(self.estimator.predict(features), dtype=np.float64).reshape(-1))
         if hasattr(self.estimator, "predict_proba"):

@@ -27,6 +27,7 @@ from shared.errors import (
     ModelNotFound,
     ModelNotReady,
     PayloadTooLarge,
+    UnprocessableEntity,
 )
 from shared.health import Check
 from shared.metrics import INFERENCE_LATENCY, INFERENCE_ROWS, MODEL_LOAD_FAILURES, MODEL_READY, MODEL_RUNTIME
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 #: Name of the single input tensor that carries already-transformed features (from the preprocessing
 #: service); it must come with ``parameters.contract_fingerprint`` of the version that will run.
 PREPROCESSED_INPUT = "preprocessed"
+#: Longest a request waits for the worker's first load pass before it is answered 503.
+STARTUP_WAIT_SECONDS = 15.0
 #: Seconds before a version that failed to load is tried again.
 RETRY_FAILED_AFTER = 30.0
 
@@ -69,6 +72,7 @@ class ModelServer:
         self._models: dict[tuple[str, int], LoadedModel] = {}
         self._failures: dict[tuple[str, int], tuple[str, float]] = {}
         self._deployments: dict[str, Deployment] = {}
+        self._loading: dict[tuple[str, int], threading.Lock] = {}
         self._lock = threading.RLock()
         self._loaded_once = threading.Event()
         self._stop = threading.Event()
@@ -91,8 +95,9 @@ class ModelServer:
         """Load the deployed versions, in a daemon thread (then keep refreshing) or right here."""
         if not background:
             self.sync()
-            return
-        self._thread = threading.Thread(target=self._run, name="model-loader", daemon=True)
+            if self.refresh_seconds <= 0:
+                return
+        self._thread = threading.Thread(target=self._run, args=(not background,), name="model-loader", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -103,7 +108,9 @@ class ModelServer:
         """Block until the first load pass is over."""
         return self._loaded_once.wait(timeout)
 
-    def _run(self) -> None:
+    def _run(self, synced: bool = False) -> None:
+        if synced and (self.refresh_seconds <= 0 or self._stop.wait(self.refresh_seconds)):
+            return
         while not self._stop.is_set():
             try:
                 self.sync()
@@ -137,34 +144,43 @@ class ModelServer:
 
     def _ensure_loaded(self, name: str, version: int, *, retry: bool) -> LoadedModel | None:
         key = (name, version)
+        model = self._models.get(key)  # the hot path: a dict read, no lock
+        if model is not None:
+            return model
         with self._lock:
-            if key in self._models:
-                return self._models[key]
             failure = self._failures.get(key)
             if failure and (not retry or time.monotonic() - failure[1] < RETRY_FAILED_AFTER):
                 return None
+            key_lock = self._loading.setdefault(key, threading.Lock())
+        # Loading takes seconds; only requests for this very version wait for it, never the others.
+        with key_lock:
+            model = self._models.get(key)
+            if model is not None:
+                return model
             try:
                 model = self.registry.load(name, version, use_onnx=self.use_onnx, onnx_threads=self.onnx_threads)
             except ModelNotFound:
                 raise
             except ArtifactError as exc:
-                reason = type(exc).__name__
-                self._failures[key] = (exc.detail, time.monotonic())
-                MODEL_LOAD_FAILURES.labels(name, str(version), reason).inc()
-                MODEL_READY.labels(name, str(version)).set(0)
+                self._record_failure(key, exc.detail, type(exc).__name__)
                 log.error("model refused", extra={"model": name, "version": version, "reason": exc.detail})
                 return None
             except Exception as exc:
-                self._failures[key] = (f"load failed: {type(exc).__name__}", time.monotonic())
-                MODEL_LOAD_FAILURES.labels(name, str(version), "load").inc()
-                MODEL_READY.labels(name, str(version)).set(0)
+                self._record_failure(key, f"load failed: {type(exc).__name__}", "load")
                 log.exception("model load failed", extra={"model": name, "version": version})
                 return None
-            self._failures.pop(key, None)
-            self._models[key] = model
+            with self._lock:
+                self._failures.pop(key, None)
+                self._models[key] = model
             MODEL_RUNTIME.labels(name, str(version), model.runtime.name).set(1)
             MODEL_READY.labels(name, str(version)).set(1)
             return model
+
+    def _record_failure(self, key: tuple[str, int], reason: str, kind: str) -> None:
+        with self._lock:
+            self._failures[key] = (reason, time.monotonic())
+        MODEL_LOAD_FAILURES.labels(key[0], str(key[1]), kind).inc()
+        MODEL_READY.labels(key[0], str(key[1])).set(0)
 
     # --- lookups -----------------------------------------------------------------------------------
 
@@ -176,6 +192,10 @@ class ModelServer:
     def resolve(self, name: str, version: str | int | None = None) -> LoadedModel:
         """The loaded version that answers a request: ``version``, or the deployment's choice."""
         artifacts.validate_name(name)
+        if not self._loaded_once.is_set():
+            # A worker that has just started may get a request before its first load pass is over (its
+            # sibling answered the readiness probe): wait for it rather than turn the request away.
+            self._loaded_once.wait(STARTUP_WAIT_SECONDS)
         if version is None:
             deployment = self.deployment(name)
             if deployment is None:
@@ -334,23 +354,25 @@ def _labels_are_text(model: LoadedModel) -> bool:
 
 
 def raw_records(model: LoadedModel, request: InferRequest) -> list[dict[str, Any]]:
-    """Check per-feature input tensors against the feature contract and turn them into records."""
+    """Check per-feature input tensors against the feature contract and turn them into records.
+
+    A tensor of the wrong shape is a malformed protocol request (400); features that are missing,
+    unknown, of the wrong type, null where training never was, or outside the allowed categories are
+    well-formed but wrong (422, with every problem listed per input).
+    """
     features = {f["name"]: f for f in model.contract["features"]}
-    unknown = [t.name for t in request.inputs if t.name not in features]
-    if unknown:
-        raise InferenceInputError(
-            f"unknown input(s) {', '.join(map(repr, unknown[:5]))}; the inputs are {', '.join(features)}"
-        )
-    present = {t.name: t for t in request.inputs}
-    missing = [name for name, f in features.items() if f["required"] and name not in present]
-    if missing:
-        raise InferenceInputError(f"missing input(s): {', '.join(missing)}")
+    problems: dict[str, list[str]] = {}
+    for tensor in request.inputs:
+        if tensor.name not in features:
+            problems.setdefault(tensor.name[:100], []).append("unknown input: not a feature of this model")
+    present = {t.name: t for t in request.inputs if t.name in features}
+    for name, spec in features.items():
+        if spec["required"] and name not in present:
+            problems.setdefault(name, []).append("missing: this feature is required")
     rows: int | None = None
     columns: dict[str, list[Any]] = {}
     for name, tensor in present.items():
         spec = features[name]
-        if tensor.datatype not in _ACCEPTS[spec["type"]]:
-            raise InferenceInputError(f"input {name!r} is a {spec['type']}: datatype {tensor.datatype} does not fit")
         if len(tensor.shape) > 2 or (len(tensor.shape) == 2 and tensor.shape[1] != 1):
             raise InferenceInputError(f"input {name!r} must have shape [N] or [N, 1], got {list(tensor.shape)}")
         values = tensor.data.reshape(-1).tolist()
@@ -358,19 +380,28 @@ def raw_records(model: LoadedModel, request: InferRequest) -> list[dict[str, Any
             rows = len(values)
         elif len(values) != rows:
             raise InferenceInputError(f"input {name!r} has {len(values)} rows, other inputs have {rows}")
+        if tensor.datatype not in _ACCEPTS[spec["type"]]:
+            problems.setdefault(name, []).append(f"a {spec['type']} feature: datatype {tensor.datatype} does not fit")
+            continue
         cleaned: list[Any] = []
-        for value in values:
+        for row, value in enumerate(values):
             if isinstance(value, float) and value != value:  # NaN from null in a float tensor
                 value = None
             if isinstance(value, str):
                 value = value.strip()
             if value is None:
                 if not spec["nullable"]:
-                    raise InferenceInputError(f"input {name!r} must not be null")
+                    problems.setdefault(name, []).append(f"row {row}: must not be null")
             elif spec["type"] == "category" and value not in spec["categories"]:
                 allowed = ", ".join(spec["categories"][:20])
-                raise InferenceInputError(f"input {name!r}: {value[:50]!r} is not one of {allowed}")
+                problems.setdefault(name, []).append(f"row {row}: {value[:50]!r} is not one of {allowed}")
             cleaned.append(value)
         columns[name] = cleaned
+    if problems:
+        first = next(iter(problems))
+        raise UnprocessableEntity(
+            f"the inputs do not fit the feature contract ({first}: {problems[first][0]})",
+            errors={"inputs": {name: messages[:10] for name, messages in problems.items()}},
+        )
     count = rows or 0
     return [{name: columns[name][i] if name in columns else None for name in features} for i in range(count)]

@@ -84,26 +84,34 @@ def version_dir(root: Path, name: str, version: str | int) -> Path:
 def _read_regular_file(path: Path, limit: int = MAX_ARTIFACT_BYTES) -> bytes:
     """Read a file that must be a regular file, not a link (a link could point anywhere)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        # O_NONBLOCK: opening a FIFO planted in the registry would otherwise wait for a writer forever.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
         raise ArtifactError(f"{path.name} is missing") from None
     except OSError as exc:
         raise ArtifactError(f"{path.name} cannot be opened: {exc.strerror}") from None
+    # Checked before fdopen, which raises IsADirectoryError (not ours) for a folder.
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ArtifactError(f"{path.name} is not a regular file")
     with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ArtifactError(f"{path.name} is not a regular file")
         data = handle.read(limit + 1)
     if len(data) > limit:
         raise ArtifactError(f"{path.name} is larger than {limit} bytes")
     return data
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def read_metadata(directory: Path, key: bytes) -> dict[str, Any]:
     """The version's metadata, after its signature is checked."""
     raw = _read_regular_file(directory / METADATA_FILE, limit=64 * 1024 * 1024)
     try:
-        metadata = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        # NaN and Infinity are refused here: they are not JSON, and ``sign`` could not canonicalise them.
+        metadata = json.loads(raw, parse_constant=_refuse_constant)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError included
         raise ArtifactError("metadata.json is not valid JSON") from None
     if not isinstance(metadata, dict) or not isinstance(metadata.get("signature"), str):
         raise SignatureMismatch("metadata.json carries no signature")
@@ -121,10 +129,8 @@ class VerifiedArtifact:
     onnx: bytes | None
 
 
-def load_version(directory: Path, key: bytes) -> VerifiedArtifact:
-    """Verify signature and hashes, then unpickle. Raises ``ArtifactError`` (or a subclass) otherwise."""
-    import joblib
-
+def verify_files(directory: Path, key: bytes) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Check the signature, then every listed file against its signed sha256; returns metadata and bytes."""
     metadata = read_metadata(directory, key)
     files = metadata.get("files")
     if not isinstance(files, dict) or ARTIFACT_FILE not in files:
@@ -137,6 +143,14 @@ def load_version(directory: Path, key: bytes) -> VerifiedArtifact:
         if not hmac.compare_digest(sha256_hex(data), str(expected)):
             raise HashMismatch(f"{filename} does not match its signed sha256")
         contents[filename] = data
+    return metadata, contents
+
+
+def load_version(directory: Path, key: bytes) -> VerifiedArtifact:
+    """Verify signature and hashes, then unpickle. Raises ``ArtifactError`` (or a subclass) otherwise."""
+    import joblib
+
+    metadata, contents = verify_files(directory, key)
     # Loaded from the bytes that were hashed, never from the path again: no window for a swap.
     try:
         estimator = joblib.load(io.BytesIO(contents[ARTIFACT_FILE]))

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOCAL_SECRETS_DEFAULT = ".modelgate/local.env"
@@ -24,14 +25,28 @@ PLACEHOLDERS = frozenset({"changeme", "change-me", "changethis", "secret", "pass
 MIN_SECRET_LENGTH = 32
 
 
+#: Exit status for bad settings: gunicorn's "worker failed to boot", which makes its master stop instead
+#: of restarting workers that can never start.
+SETTINGS_EXIT_CODE = 3
+
+
 class SettingsError(SystemExit):
-    """Raised when the environment cannot produce valid settings; its message is one line."""
+    """The environment cannot produce valid settings. The one-line message was already printed to stderr."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(SETTINGS_EXIT_CODE)
+        self.message = message
+        print(message, file=sys.stderr, flush=True)
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class CommonSettings(BaseSettings):
     """Settings every service reads. Field ``x_y`` comes from environment variable ``X_Y``."""
 
-    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, frozen=True)
+    # An empty variable (``MODEL_SIGNING_KEY=``) counts as unset: never an empty key or a registry at ".".
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, frozen=True, env_ignore_empty=True)
 
     modelgate_env: Literal["local", "production"] = "local"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
@@ -42,6 +57,11 @@ class CommonSettings(BaseSettings):
     #: Most rows (instances) in one request; more get 413.
     max_batch_rows: int = Field(default=1000, ge=1, le=100_000)
 
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
     @model_validator(mode="after")
     def _production_secrets(self) -> CommonSettings:
         if self.modelgate_env == "production":
@@ -51,7 +71,9 @@ class CommonSettings(BaseSettings):
     def signing_key(self) -> bytes:
         """The HMAC key for model artifacts; refuses to go on without one."""
         if self.model_signing_key is None:
-            raise SettingsError("MODEL_SIGNING_KEY: not set (required to sign and verify model artifacts)")
+            raise SettingsError(
+                "modelgate: invalid setting MODEL_SIGNING_KEY: not set (needed to sign and verify models)"
+            )
         return self.model_signing_key.get_secret_value().encode()
 
 
@@ -103,11 +125,15 @@ def load_settings(cls: type[S]) -> S:
         try:
             env_file = ensure_local_secrets()
         except OSError as exc:
-            raise SettingsError(f"MODELGATE_LOCAL_SECRETS: cannot write {exc.filename}: {exc.strerror}") from exc
+            raise SettingsError(
+                f"modelgate: invalid setting MODELGATE_LOCAL_SECRETS: cannot write {exc.filename}: {exc.strerror}"
+            ) from exc
     try:
         return cls(_env_file=env_file)  # type: ignore[call-arg]
     except ValidationError as exc:
         first = exc.errors()[0]
-        variable = str(first["loc"][0]).upper() if first["loc"] else "settings"
         message = str(first["msg"]).removeprefix("Value error, ")
+        variable = str(first["loc"][0]).upper() if first["loc"] else "settings"
+        if not first["loc"] and ": " in message:  # model-level checks name their variable first
+            variable, message = message.split(": ", 1)
         raise SettingsError(f"modelgate: invalid setting {variable}: {message}") from None

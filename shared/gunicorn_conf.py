@@ -57,9 +57,14 @@ backlog = 2048
 preload_app = False
 accesslog = None
 errorlog = "-"
-loglevel = os.environ.get("LOG_LEVEL", "INFO").lower()
-logconfig_dict = gunicorn_logconfig(SERVICE, os.environ.get("LOG_LEVEL", "INFO").upper())
+_level = (os.environ.get("LOG_LEVEL") or "INFO").strip().upper()
+if _level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+    raise SystemExit(f"modelgate: invalid setting LOG_LEVEL: {_level!r} is not DEBUG, INFO, WARNING, ERROR or CRITICAL")
+loglevel = _level.lower()
+logconfig_dict = gunicorn_logconfig(SERVICE, _level)
 proc_name = f"modelgate-{SERVICE}"
+# gunicorn 27's control socket would live under $HOME, read-only in our containers; nothing uses it.
+control_socket_disable = True
 limit_request_line = 8190
 limit_request_fields = 100
 limit_request_field_size = 8190

@@ -17,7 +17,7 @@ request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id
 #: A client-supplied X-Request-ID is kept only if it matches this (no spaces, quotes or control bytes).
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
 
-_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+_FORMAT = "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s"
 
 
 def new_request_id() -> str:
@@ -50,7 +50,7 @@ def json_formatter() -> JsonFormatter:
     """The one formatter all modelgate processes use (gunicorn's own logs included)."""
     return JsonFormatter(
         _FORMAT,
-        rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+        rename_fields={"asctime": "time", "levelname": "level", "name": "logger", "process": "pid"},
         datefmt="%Y-%m-%dT%H:%M:%S%z",
     )
 

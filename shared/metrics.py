@@ -59,7 +59,7 @@ MODEL_READY = Gauge(
 )
 MODEL_LOAD_FAILURES = Counter(
     "modelgate_model_load_failures_total",
-    "Model versions that could not be loaded, by reason (signature, hash, read, runtime).",
+    "Model versions that could not be loaded, by reason (the ArtifactError class, or load).",
     ["model", "version", "reason"],
 )
 

@@ -114,7 +114,9 @@ def _coerce(values: list[Any], datatype: str, name: str) -> np.ndarray:
         return np.asarray(values, dtype=dtype)
     # null in a floating tensor is a missing value (NaN), which imputing pipelines expect.
     try:
-        array = np.asarray([math.nan if value is None else value for value in values], dtype=dtype)
+        # Too large for FP16/FP32 casts to inf with a RuntimeWarning; the check below refuses it.
+        with np.errstate(over="ignore"):
+            array = np.asarray([math.nan if value is None else value for value in values], dtype=dtype)
     except OverflowError:
         raise InferenceInputError(f"input {name!r}: number too large for {datatype}") from None
     if not np.isfinite(array[~np.isnan(array)]).all():
@@ -139,9 +141,10 @@ def parse_input(raw: Any, index: int) -> InferInput:
         or any(isinstance(dim, bool) or not isinstance(dim, int) or dim < 0 for dim in shape)
     ):
         raise InferenceInputError(f"input {name!r}: shape must be a list of 1 to {MAX_DIMS} non-negative integers")
-    expected = math.prod(shape)
-    if expected > MAX_ELEMENTS:
+    # Zero dimensions are left out of this bound: numpy refuses a shape whose other dimensions overflow.
+    if math.prod(dim for dim in shape if dim) > MAX_ELEMENTS:
         raise InferenceInputError(f"input {name!r}: more than {MAX_ELEMENTS} elements")
+    expected = math.prod(shape)
     if "data" not in raw:
         raise InferenceInputError(f"input {name!r}: 'data' is required")
     values = _flatten(raw["data"], name)

@@ -88,6 +88,12 @@ def read_json(max_body_bytes: int | None = None) -> Any:
     if limit is not None and request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"body of {request.content_length} bytes exceeds the limit of {limit}")
     raw = request.get_data(cache=True)
+    # A streamed (chunked) body has no Content-Length to check above, and werkzeug stops reading it at
+    # MAX_CONTENT_LENGTH without an error: a body that reaches that limit may have been cut short.
+    cut_at = request.max_content_length if request.content_length is None else None
+    if (limit is not None and len(raw) > limit) or (cut_at is not None and len(raw) >= cut_at):
+        smallest = min(n for n in (limit, cut_at) if n is not None)
+        raise PayloadTooLarge(f"the body exceeds the limit of {smallest} bytes")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

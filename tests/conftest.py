@@ -35,7 +35,7 @@ def registry_root(demo_registry_root: Path, tmp_path: Path) -> Iterator[Path]:
     """A private copy of the demo registry that a test may tamper with."""
     root = tmp_path / "registry"
     shutil.copytree(demo_registry_root, root)
-    yield root
+    return root
 
 
 @pytest.fixture
