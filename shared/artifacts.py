@@ -226,9 +226,10 @@ def read_deployment(root: Path, name: str) -> dict[str, Any] | None:
         return None
     except (OSError, ValueError):
         raise ArtifactError(f"{DEPLOYMENT_FILE} of model {name!r} is unreadable") from None
-    if not isinstance(record, dict) or not isinstance(record.get("version"), int):
+    version = record.get("version") if isinstance(record, dict) else None
+    if not isinstance(version, int) or isinstance(version, bool):
         raise ArtifactError(f"{DEPLOYMENT_FILE} of model {name!r} names no version")
-    return record
+    return dict(record)
 
 
 def write_deployment(root: Path, name: str, record: dict[str, Any]) -> None:

@@ -52,12 +52,15 @@ def _numeric_reference(values: pd.Series) -> dict[str, Any]:
 
 def learn_feature(name: str, values: pd.Series) -> dict[str, Any]:
     """The contract entry for one training column."""
+    import numpy as np
     from pandas.api import types as ptypes
 
     nullable = bool(values.isna().any())
     entry: dict[str, Any] = {"name": str(name), "required": True, "nullable": nullable}
     present = values.dropna()
-    if ptypes.is_bool_dtype(values.dtype):
+    if ptypes.is_bool_dtype(values.dtype) or (
+        present.size > 0 and all(isinstance(v, bool | np.bool_) for v in present.tolist())
+    ):
         entry["type"] = "boolean"
     elif ptypes.is_integer_dtype(values.dtype):
         entry["type"] = "integer"

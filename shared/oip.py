@@ -74,7 +74,7 @@ def _flatten(data: Any, name: str) -> list[Any]:
             stack.pop()
             continue
         if isinstance(item, list):
-            if len(stack) > MAX_DIMS:
+            if len(stack) >= MAX_DIMS:
                 raise InferenceInputError(f"input {name!r}: data is nested deeper than {MAX_DIMS} levels")
             stack.append(iter(item))
         else:
@@ -132,7 +132,7 @@ def parse_input(raw: Any, index: int) -> InferInput:
     if not isinstance(name, str) or not name:
         raise InferenceInputError(f"inputs[{index}] needs a non-empty string 'name'")
     datatype = raw.get("datatype")
-    if datatype not in DATATYPES:
+    if not isinstance(datatype, str) or datatype not in DATATYPES:  # a list or an object is unhashable
         raise InferenceInputError(f"input {name!r}: datatype must be one of {', '.join(DATATYPES)}")
     shape = raw.get("shape")
     if (
@@ -201,6 +201,9 @@ def encode_tensor(name: str, array: np.ndarray, parameters: dict[str, Any] | Non
     flat = array.reshape(-1)
     if datatype == "BYTES":
         data: list[Any] = [value if isinstance(value, str) or value is None else str(value) for value in flat.tolist()]
+    elif array.dtype.kind == "f":
+        # NaN has no JSON form: a missing value is null, as in requests.
+        data = [None if value != value else value for value in flat.tolist()]
     else:
         data = flat.tolist()
     tensor: dict[str, Any] = {"name": name, "shape": list(array.shape), "datatype": datatype, "data": data}

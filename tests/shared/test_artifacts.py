@@ -459,3 +459,15 @@ def test_deployment_names_are_validated(root: Path, name: str) -> None:
     with pytest.raises(InvalidName):
         read_deployment(root, name)
     assert not root.exists()
+
+
+def test_a_boolean_deployment_version_is_refused(tmp_path: Path) -> None:
+    import json
+
+    from shared.artifacts import read_deployment
+    from shared.errors import ArtifactError
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "deployment.json").write_text(json.dumps({"version": True}))
+    with pytest.raises(ArtifactError):
+        read_deployment(tmp_path, "m")

@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, ValidationError
 from shared.config import (
     GENERATED_SECRETS,
     MIN_SECRET_LENGTH,
+    SETTINGS_EXIT_CODE,
     CommonSettings,
     SettingsError,
     check_secret,
@@ -68,17 +69,37 @@ def test_defaults_and_environment_values(secrets_file: Path, monkeypatch: pytest
     assert settings.demo_name == "demo"
 
 
+@pytest.mark.parametrize(("value", "level"), [("debug", "DEBUG"), (" Warning ", "WARNING"), ("ERROR", "ERROR")])
+def test_log_level_is_read_in_any_case(
+    secrets_file: Path, monkeypatch: pytest.MonkeyPatch, value: str, level: str
+) -> None:
+    monkeypatch.setenv("LOG_LEVEL", value)
+    assert load_settings(DemoSettings).log_level == level
+
+
+def test_empty_variables_count_as_unset(secrets_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    generated = load_settings(DemoSettings).signing_key()
+    for variable in ("MODEL_SIGNING_KEY", "LOG_LEVEL", "MODEL_REGISTRY", "MAX_BODY_BYTES", "DEMO_PORT"):
+        monkeypatch.setenv(variable, "")
+    settings = load_settings(DemoSettings)
+    assert settings.signing_key() == generated  # never an empty HMAC key
+    assert settings.log_level == "INFO"
+    assert settings.model_registry == Path("./models")  # never the current folder
+    assert settings.max_body_bytes == 5 * 1024 * 1024
+    assert settings.demo_port == 8000
+
+
 def test_settings_are_frozen(secrets_file: Path) -> None:
     settings = load_settings(DemoSettings)
     with pytest.raises(ValidationError):
-        settings.log_level = "DEBUG"  # type: ignore[misc]
+        settings.log_level = "DEBUG"
 
 
 @pytest.mark.parametrize(
     ("variable", "value"),
     [
         ("LOG_LEVEL", "LOUD"),
-        ("LOG_LEVEL", ""),
+        ("LOG_LEVEL", "verbose"),
         ("MAX_BODY_BYTES", "abc"),
         ("MAX_BODY_BYTES", "1.5"),
         ("MAX_BODY_BYTES", "10"),
@@ -86,21 +107,23 @@ def test_settings_are_frozen(secrets_file: Path) -> None:
         ("MAX_BATCH_ROWS", "0"),
         ("MAX_BATCH_ROWS", "-3"),
         ("MODELGATE_ENV", "staging"),
-        ("MODELGATE_ENV", "LOCAL"),
+        ("MODELGATE_ENV", "prod"),
         ("DEMO_PORT", "70000"),
         ("DEMO_PORT", "http"),
     ],
 )
 def test_a_bad_value_stops_with_one_line_naming_the_variable(
-    secrets_file: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+    secrets_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], variable: str, value: str
 ) -> None:
     monkeypatch.setenv(variable, value)
     with pytest.raises(SettingsError) as caught:
         load_settings(DemoSettings)
     message = str(caught.value)
     assert isinstance(caught.value, SystemExit)  # the process stops if nothing catches it
+    assert caught.value.code == SETTINGS_EXIT_CODE
     assert "\n" not in message
     assert message.startswith(f"modelgate: invalid setting {variable}:")
+    assert capsys.readouterr().err == message + "\n"  # printed once, as the process's last word
     assert caught.value.__suppress_context__  # no pydantic traceback chained onto the one line
 
 
@@ -126,7 +149,7 @@ def test_production_refuses_missing_short_or_placeholder_signing_key(
         load_settings(DemoSettings)
     message = str(caught.value)
     assert "\n" not in message
-    assert "MODEL_SIGNING_KEY" in message
+    assert message.startswith("modelgate: invalid setting MODEL_SIGNING_KEY: ")
     if key and key.strip():
         assert key.strip() not in message.replace("MODEL_SIGNING_KEY", "")  # the secret is not echoed
 
@@ -206,14 +229,14 @@ def test_unwritable_secrets_location_is_one_line_naming_the_variable(
     monkeypatch.setenv("MODELGATE_LOCAL_SECRETS", str(blocker / "local.env"))
     with pytest.raises(SettingsError) as caught:
         load_settings(DemoSettings)
-    assert str(caught.value).startswith(f"MODELGATE_LOCAL_SECRETS: cannot write {blocker}")
+    assert str(caught.value).startswith(f"modelgate: invalid setting MODELGATE_LOCAL_SECRETS: cannot write {blocker}")
     assert "\n" not in str(caught.value)
 
 
 def test_signing_key_is_required_when_asked_for(secrets_file: Path) -> None:
     settings = DemoSettings(_env_file=None)  # type: ignore[call-arg]
     assert settings.model_signing_key is None
-    with pytest.raises(SettingsError, match=r"^MODEL_SIGNING_KEY: not set"):
+    with pytest.raises(SettingsError, match=r"^modelgate: invalid setting MODEL_SIGNING_KEY: not set"):
         settings.signing_key()
 
 
@@ -234,3 +257,13 @@ def test_check_secret(value: str | None, refused: bool) -> None:
             check_secret("JWT_SECRET", secret)
     else:
         check_secret("JWT_SECRET", secret)
+
+
+def test_environment_names_are_case_insensitive(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.config import CommonSettings, load_settings
+
+    monkeypatch.setenv("MODELGATE_ENV", " LOCAL ")
+    monkeypatch.setenv("LOG_LEVEL", "debug")
+    settings = load_settings(CommonSettings)
+    assert settings.modelgate_env == "local"
+    assert settings.log_level == "DEBUG"

@@ -170,3 +170,13 @@ def test_fingerprint_ignores_the_reference_distribution(frame: pd.DataFrame, cha
     original = learn_contract(frame)
     assert changed != original  # the distribution (or range) did change ...
     assert fingerprint(changed) == fingerprint(original)  # ... but not what the model receives
+
+
+def test_a_boolean_column_with_missing_values_stays_boolean() -> None:
+    import pandas as pd
+
+    from shared.contracts import learn_feature
+
+    entry = learn_feature("flag", pd.Series([True, None, False], dtype=object))
+    assert entry["type"] == "boolean"
+    assert entry["nullable"] is True

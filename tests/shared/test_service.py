@@ -144,18 +144,13 @@ def test_a_view_may_set_a_smaller_limit(client: FlaskClient, streamed: bool) -> 
 
 @pytest.mark.parametrize(
     "client_id",
-    ["abcdefgh", "req-2024.01.01:42_x".replace("_", "-"), "A" * 128, "0123456789abcdef0123456789abcdef"],
+    ["abcdefgh", "req-2024.01.01:42-x", "A" * 128, "0123456789abcdef0123456789abcdef"],
 )
 def test_well_formed_request_id_is_echoed(client: FlaskClient, client_id: str) -> None:
-    for response in (
-        client.get("/items/7", headers={"X-Request-ID": client_id}),
-        client.get("/nowhere", headers={"X-Request-ID": client_id}),
-    ):
-        assert response.headers["X-Request-ID"] == client_id
-    assert (
-        problem_of(client.get("/nowhere", headers={"X-Request-ID": client_id}), 404, "not-found")["request_id"]
-        == client_id
-    )
+    ok = client.get("/items/7", headers={"X-Request-ID": client_id})
+    assert ok.headers["X-Request-ID"] == client_id
+    missing = client.get("/nowhere", headers={"X-Request-ID": client_id})
+    assert problem_of(missing, 404, "not-found")["request_id"] == client_id  # and the header, checked there
 
 
 @pytest.mark.parametrize(
