@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from model_service.registry import Registry, library_versions, split_pipeline, to_dense_float
+from model_service.registry import Registry
 from model_service.runtimes import convert_to_onnx
 from shared.contracts import fingerprint, learn_contract
 from shared.errors import ModelgateError
+from shared.pipeline import library_versions, split_pipeline, to_dense_float
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from flask.testing import FlaskClient
 
-from model_service.registry import Registry, records_frame
+from model_service.registry import Registry
 from shared import artifacts
+from shared.pipeline import records_frame
 from tests.conftest import SIGNING_KEY
 from tests.model_service.conftest import raw_inputs
 
