@@ -71,3 +71,28 @@ def render_metrics() -> tuple[bytes, str]:
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+# --- preprocessing --------------------------------------------------------------------------------
+
+PREPROCESS_ROWS = Counter(
+    "modelgate_preprocess_rows_total",
+    "Instances validated and transformed, by model version.",
+    ["model", "version"],
+)
+PREPROCESS_REJECTED = Counter(
+    "modelgate_preprocess_rejected_total",
+    "Transform requests refused with 422 because instances broke the feature contract.",
+    ["model", "version"],
+)
+OUT_OF_RANGE = Counter(
+    "modelgate_feature_out_of_range_total",
+    "Values outside the range observed in training (accepted, reported as warnings), by feature.",
+    ["model", "version", "feature"],
+)
+TRANSFORM_LATENCY = Histogram(
+    "modelgate_transform_duration_seconds",
+    "Time to validate and transform one request, by model version and transform path.",
+    ["model", "version", "path"],
+    buckets=LATENCY_BUCKETS,
+)

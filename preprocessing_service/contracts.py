@@ -1,0 +1,163 @@
+"""A model version's feature contract as a marshmallow schema (validation) and as a JSON Schema (docs).
+
+Rules for values, declared here once:
+
+* ``number`` takes a JSON number (not a string, not true/false), finite; ``integer`` a JSON number with
+  no fractional part; ``boolean`` only ``true``/``false``.
+* ``category`` and ``string`` take a JSON string; surrounding whitespace is stripped before a category is
+  matched, so ``" Dream "`` is ``Dream`` and a stray space never reaches the model as an unknown value.
+* ``null`` is accepted only for features that had missing values in training; every feature is required.
+* Each instance may carry ``id`` (a string or integer, at most 128 characters), echoed back and never used
+  as a feature (unless the model has a feature called ``id``).
+* Unknown fields are refused (``unknown="raise"``) or dropped (``unknown="exclude"``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
+
+INSTANCE_ID = "id"
+MAX_ID_LENGTH = 128
+MAX_STRING_LENGTH = 10_000
+
+
+class Number(fields.Field):
+    """A finite JSON number; strings and booleans are refused rather than coerced."""
+
+    def __init__(self, *, integer: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.integer = integer
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float | int:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValidationError(f"Not a number: got {_kind(value)}.")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValidationError("Not a finite number.")
+        if isinstance(value, int) and abs(value) > 2**53:
+            raise ValidationError("Number too large.")
+        if self.integer:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValidationError("Not an integer.")
+            return int(value)
+        return float(value)
+
+
+class StrictBoolean(fields.Field):
+    """Only JSON ``true`` or ``false``."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise ValidationError(f"Not a boolean: got {_kind(value)}.")
+        return value
+
+
+class Text(fields.Field):
+    """A JSON string with surrounding whitespace stripped; for categories, one of the allowed values."""
+
+    def __init__(self, *, choices: list[str] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.choices = set(choices) if choices is not None else None
+        self.shown = ", ".join(choices[:20]) + (", ..." if choices and len(choices) > 20 else "") if choices else ""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        if not isinstance(value, str):
+            raise ValidationError(f"Not a string: got {_kind(value)}.")
+        if len(value) > MAX_STRING_LENGTH:
+            raise ValidationError(f"Longer than {MAX_STRING_LENGTH} characters.")
+        stripped = value.strip()
+        if self.choices is not None and stripped not in self.choices:
+            shown = stripped if len(stripped) <= 40 else stripped[:37] + "..."
+            raise ValidationError(f"{shown!r} is not one of: {self.shown}.")
+        return stripped
+
+
+class InstanceId(fields.Field):
+    """The optional per-instance ``id``: a string or an integer, echoed back."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str | int:
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise ValidationError("Must be a string or an integer.")
+        if isinstance(value, str) and len(value) > MAX_ID_LENGTH:
+            raise ValidationError(f"Longer than {MAX_ID_LENGTH} characters.")
+        return value
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "boolean", str: "string", list: "array", dict: "object"}.get(type(value), type(value).__name__)
+
+
+def feature_field(feature: dict[str, Any]) -> fields.Field:
+    """The marshmallow field for one contract feature."""
+    common: dict[str, Any] = {"required": bool(feature.get("required", True)), "allow_none": bool(feature["nullable"])}
+    kind = feature["type"]
+    if kind == "number":
+        return Number(**common)
+    if kind == "integer":
+        return Number(integer=True, **common)
+    if kind == "boolean":
+        return StrictBoolean(**common)
+    if kind == "category":
+        return Text(choices=list(feature["categories"]), **common)
+    return Text(**common)
+
+
+def instance_schema(contract: dict[str, Any], name: str, unknown: str = "raise") -> Schema:
+    """A marshmallow schema instance for one instance of ``contract``."""
+    declared: dict[str, fields.Field] = {f["name"]: feature_field(f) for f in contract["features"]}
+    if INSTANCE_ID not in declared:
+        declared[INSTANCE_ID] = InstanceId(required=False, allow_none=True)
+    schema_class = Schema.from_dict(declared, name=f"Instance_{name}")
+    return schema_class(unknown=RAISE if unknown == "raise" else EXCLUDE)
+
+
+class TransformRequest(Schema):
+    """The request envelope: ``{"instances": [ {...}, ... ]}`` (the instances are checked separately)."""
+
+    instances = fields.List(fields.Raw(), required=True, validate=validate.Length(min=1))
+
+    class Meta:
+        unknown = RAISE
+
+
+_JSON_TYPES = {"number": "number", "integer": "integer", "boolean": "boolean", "category": "string", "string": "string"}
+
+
+def json_schema(contract: dict[str, Any], *, title: str, example: dict[str, Any] | None) -> dict[str, Any]:
+    """The JSON Schema (2020-12) of one instance, with the contract's ranges as documentation."""
+    properties: dict[str, Any] = {}
+    for feature in contract["features"]:
+        json_type: Any = _JSON_TYPES[feature["type"]]
+        prop: dict[str, Any] = {"type": [json_type, "null"] if feature["nullable"] else json_type}
+        if feature["type"] == "category":
+            prop["enum"] = list(feature["categories"]) + ([None] if feature["nullable"] else [])
+            prop["description"] = "surrounding whitespace is ignored"
+        if "range" in feature:
+            low, high = feature["range"]["min"], feature["range"]["max"]
+            prop["description"] = (
+                f"observed in training: {low} to {high}; values outside are accepted and reported as warnings"
+            )
+        properties[feature["name"]] = prop
+    names = [f["name"] for f in contract["features"]]
+    if INSTANCE_ID not in properties:
+        properties[INSTANCE_ID] = {
+            "type": ["string", "integer"],
+            "maxLength": MAX_ID_LENGTH,
+            "description": "optional; echoed back, never a feature",
+        }
+    schema: dict[str, Any] = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": title,
+        "type": "object",
+        "properties": properties,
+        "required": [f["name"] for f in contract["features"] if f.get("required", True)],
+        "additionalProperties": False,
+        "x-feature-order": names,
+    }
+    if example is not None:
+        schema["examples"] = [example]
+    return schema
