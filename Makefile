@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install lock test unit lint format demo serve-model clean
+.PHONY: help install lock test unit lint format demo serve-model serve-preprocessing clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ demo: $(STAMP) ## train and register the demo models into MODEL_REGISTRY (./mode
 
 serve-model: demo ## run the model service alone, in the foreground, on MODEL_PORT (8002)
 	MODELGATE_SERVICE=model $(BIN)/gunicorn --config python:shared.gunicorn_conf model_service.wsgi:app
+
+serve-preprocessing: demo ## run the preprocessing service alone, in the foreground, on PREPROCESSING_PORT (8001)
+	MODELGATE_SERVICE=preprocessing $(BIN)/gunicorn --config python:shared.gunicorn_conf preprocessing_service.wsgi:app
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
