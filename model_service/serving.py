@@ -293,7 +293,10 @@ class ModelServer:
             raise PayloadTooLarge(f"{rows} rows exceed the limit of {self.max_rows} per request")
         label = str(model.version)
         started = time.perf_counter()
-        prediction = model.predict(features) if rows else None
+        try:
+            prediction = model.predict(features) if rows else None
+        except (ValueError, TypeError, IndexError) as exc:  # e.g. values the estimator cannot take
+            raise InferenceInputError(f"the model could not predict on these inputs: {str(exc)[:300]}") from None
         INFERENCE_LATENCY.labels(name, label, model.runtime.name).observe(time.perf_counter() - started)
         INFERENCE_ROWS.labels(name, label).inc(rows)
         outputs: list[dict[str, Any]] = []
