@@ -185,7 +185,9 @@ class ModelServer:
     # --- lookups -----------------------------------------------------------------------------------
 
     def deployment(self, name: str) -> Deployment | None:
-        """The deployment this worker last read for ``name``."""
+        """The deployment this worker last read for ``name`` (waiting for the first read if need be)."""
+        if not self._loaded_once.is_set():
+            self._loaded_once.wait(STARTUP_WAIT_SECONDS)
         with self._lock:
             return self._deployments.get(name)
 

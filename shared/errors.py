@@ -7,8 +7,7 @@
     │   └── InferenceInputError       an Open Inference Protocol body that does not fit the model
     ├── Unauthorized (401), Forbidden (403)
     ├── NotFound (404)
-    │   ├── ModelNotFound(name, version)
-    │   └── RouteNotFound
+    │   └── ModelNotFound(name, version)
     ├── MethodNotAllowed (405)
     ├── Conflict (409)
     │   └── ContractMismatch          a request built for another feature contract (the skew guard)
@@ -17,6 +16,7 @@
     ├── TooManyRequests (429)
     ├── BadGateway (502), ServiceUnavailable (503), GatewayTimeout (504)
     │   └── ModelNotReady (503)
+    ├── Relayed (an upstream's status)  an upstream service's own error, passed on as it put it
     └── ArtifactError (500, never sent to a client as such: a model that fails it is "not ready")
         ├── SignatureMismatch
         └── HashMismatch
@@ -57,10 +57,13 @@ class ModelgateError(Exception):
         *,
         errors: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
         self.detail = detail or self.title
         self.errors = dict(errors) if errors is not None else None
         self.headers = dict(headers or {})
+        #: More members for the problem body (e.g. OAuth2's ``error`` code on the token endpoint).
+        self.extra = dict(extra or {})
         super().__init__(self.detail)
 
 
@@ -172,6 +175,24 @@ class HashMismatch(ArtifactError):
     slug = "artifact-hash-mismatch"
 
 
+class Relayed(ModelgateError):
+    """An error an upstream service answered with, passed on to the client as that service put it."""
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        slug: str,
+        errors: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail, errors=errors, headers=headers)
+        self.relayed_status = status
+        self.relayed_title = title
+        self.relayed_slug = slug
+
+
 _WERKZEUG_SLUGS = {
     400: "bad-request",
     404: "not-found",
@@ -218,10 +239,15 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(ModelgateError)
     def _ours(exc: ModelgateError) -> Response:
+        if isinstance(exc, Relayed):
+            body = problem(exc.relayed_status, exc.relayed_title, exc.detail, exc.relayed_slug, exc.errors)
+            return render(body, exc.headers)
         if exc.status >= 500 and not isinstance(exc, ServiceUnavailable | GatewayTimeout | BadGateway):
             log.error("internal error: %s", exc.detail)
             return render(problem(500, "Internal Server Error", "internal error", "internal-error"))
-        return render(problem(exc.status, exc.title, exc.detail, exc.slug, exc.errors), exc.headers)
+        body = problem(exc.status, exc.title, exc.detail, exc.slug, exc.errors)
+        body.update(exc.extra)
+        return render(body, exc.headers)
 
     @app.errorhandler(ValidationError)
     def _marshmallow(exc: ValidationError) -> Response:

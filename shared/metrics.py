@@ -96,3 +96,42 @@ TRANSFORM_LATENCY = Histogram(
     ["model", "version", "path"],
     buckets=LATENCY_BUCKETS,
 )
+
+# --- gateway --------------------------------------------------------------------------------------
+
+RATE_LIMIT_DECISIONS = Counter(
+    "modelgate_ratelimit_decisions_total",
+    "Rate-limit decisions: allowed, limited, fallback_allowed, fallback_limited (Redis away), unavailable.",
+    ["decision"],
+)
+RATE_LIMIT_STORE_ERRORS = Counter(
+    "modelgate_ratelimit_store_errors_total",
+    "Redis calls of the rate limiter that failed or timed out.",
+)
+RATE_LIMIT_STORE_UP = Gauge(
+    "modelgate_ratelimit_store_up",
+    "1 while the rate-limit store (Redis) answers, 0 while the gateway runs on its fallback.",
+    multiprocess_mode="livemin",
+)
+UPSTREAM_REQUESTS = Counter(
+    "modelgate_upstream_requests_total",
+    "Calls to an upstream service, by upstream and outcome (HTTP status class, timeout, unavailable).",
+    ["upstream", "outcome"],
+)
+UPSTREAM_LATENCY = Histogram(
+    "modelgate_upstream_duration_seconds",
+    "Time of one call to an upstream service (the stage of a request), by upstream.",
+    ["upstream"],
+    buckets=LATENCY_BUCKETS,
+)
+CIRCUIT_OPEN = Gauge(
+    "modelgate_circuit_open",
+    "1 while an upstream's circuit breaker is open (requests fail fast with 503).",
+    ["upstream"],
+    multiprocess_mode="livemax",
+)
+PREDICTIONS = Counter(
+    "modelgate_predictions_total",
+    "Instances predicted through the gateway, by model version and whether review was flagged.",
+    ["model", "version", "review_required"],
+)

@@ -1,0 +1,191 @@
+"""Per-client rate limits: GCRA in one atomic Redis round trip, on Redis's clock, with a local fallback.
+
+Why not the ``limits`` library: its Redis strategies read the gateway's clock (skew between replicas
+shifts every window), offer no GCRA, and answer "allowed?" and "remaining/reset" in separate calls. The
+script below is one EVALSHA per request: it reads ``TIME`` inside Redis, updates the client's theoretical
+arrival time (TAT) and returns the decision with the numbers for the ``RateLimit-*`` headers, so the limit
+is exact across workers and gateway replicas. Keys expire when the bucket is full again.
+
+When Redis cannot be reached (every call has a short timeout), the gateway either keeps serving under a
+per-process fallback limit (``open``, the Kong and Envoy default) or answers 503 (``closed``), and tries
+Redis again after a short pause: it recovers by itself. No Flask here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from shared.metrics import RATE_LIMIT_DECISIONS, RATE_LIMIT_STORE_ERRORS, RATE_LIMIT_STORE_UP
+
+log = logging.getLogger(__name__)
+
+# KEYS[1]: the client's key. ARGV[1]: emission interval T (µs). ARGV[2]: burst B (requests at once).
+# Returns {allowed (0/1), remaining, reset (µs until full), retry_after (µs until the next one fits)}.
+GCRA_SCRIPT = """
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) * 1000000 + tonumber(now_parts[2])
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local tolerance = interval * burst
+local tat = tonumber(redis.call('GET', KEYS[1]))
+if not tat or tat < now then
+  tat = now
+end
+local new_tat = tat + interval
+local allow_at = new_tat - tolerance
+if allow_at > now then
+  return {0, 0, tat - now, allow_at - now}
+end
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
+return {1, math.floor((now - allow_at) / interval), new_tat - now, 0}
+"""
+
+#: After a Redis failure, seconds before Redis is tried again (requests meanwhile use the fallback).
+REDIS_RETRY_SECONDS = 1.0
+#: Clients tracked by the per-process fallback limiter.
+FALLBACK_MAX_CLIENTS = 10_000
+
+
+@dataclass(frozen=True)
+class Quota:
+    """A limit of ``requests`` per ``period`` seconds, with ``burst`` allowed at once."""
+
+    requests: int
+    period: float
+    burst: int
+
+    @property
+    def interval_us(self) -> int:
+        """Microseconds between two requests at the steady rate."""
+        return max(1, int(self.period * 1_000_000 / self.requests))
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One rate-limit decision and what the response headers say about it."""
+
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_seconds: int
+    retry_after_seconds: int
+    source: str  # "redis", "fallback" or "unavailable"
+
+    def headers(self) -> dict[str, str]:
+        """``RateLimit-*`` headers, plus an integer ``Retry-After`` when limited."""
+        headers = {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(max(0, self.remaining)),
+            "RateLimit-Reset": str(max(0, self.reset_seconds)),
+        }
+        if not self.allowed:
+            headers["Retry-After"] = str(max(1, self.retry_after_seconds))
+        return headers
+
+
+def _seconds(microseconds: float) -> int:
+    return math.ceil(microseconds / 1_000_000)
+
+
+class LocalLimiter:
+    """The same GCRA, in this process's memory: the fallback while Redis is away."""
+
+    def __init__(self, quota: Quota) -> None:
+        self.quota = quota
+        self._tats: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def hit(self, key: str) -> tuple[bool, int, float, float]:
+        """(allowed, remaining, reset µs, retry-after µs) for one request of ``key``."""
+        now = time.monotonic() * 1_000_000
+        interval = self.quota.interval_us
+        tolerance = interval * self.quota.burst
+        with self._lock:
+            tat = max(self._tats.get(key, now), now)
+            new_tat = tat + interval
+            allow_at = new_tat - tolerance
+            if allow_at > now:
+                return False, 0, tat - now, allow_at - now
+            self._tats[key] = new_tat
+            self._tats.move_to_end(key)
+            while len(self._tats) > FALLBACK_MAX_CLIENTS:
+                self._tats.popitem(last=False)
+            return True, int((now - allow_at) // interval), new_tat - now, 0.0
+
+
+class RateLimiter:
+    """Decides whether a client may make one more request."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        tiers: dict[str, Quota],
+        fallback: Quota,
+        failure_mode: str = "open",
+        prefix: str = "modelgate:rl:",
+    ) -> None:
+        self.redis = client
+        self.tiers = tiers
+        self.failure_mode = failure_mode
+        self.prefix = prefix
+        self.fallback = LocalLimiter(fallback)
+        self._script = client.register_script(GCRA_SCRIPT)
+        self._down_until = 0.0
+        RATE_LIMIT_STORE_UP.set(1)
+
+    def quota(self, tier: str) -> Quota:
+        """The quota of a tier (unknown tiers get the default)."""
+        return self.tiers.get(tier, self.tiers["default"])
+
+    def key(self, subject: str) -> str:
+        """The Redis key of a client: hashed, so any ``sub`` makes a short, safe key."""
+        return self.prefix + hashlib.sha256(subject.encode()).hexdigest()[:32]
+
+    def hit(self, subject: str, tier: str = "default") -> Decision:
+        """Count one request of ``subject`` and decide."""
+        quota = self.quota(tier)
+        if time.monotonic() >= self._down_until:
+            try:
+                result: Any = self._script(keys=[self.key(subject)], args=[quota.interval_us, quota.burst])
+            except redis.RedisError as exc:
+                self._mark_down(exc)
+            else:
+                if self._down_until:
+                    log.info("rate-limit store reachable again")
+                    self._down_until = 0.0
+                    RATE_LIMIT_STORE_UP.set(1)
+                allowed, remaining, reset_us, retry_us = (int(v) for v in result)
+                RATE_LIMIT_DECISIONS.labels("allowed" if allowed else "limited").inc()
+                return Decision(
+                    bool(allowed), quota.requests, remaining, _seconds(reset_us), _seconds(retry_us), "redis"
+                )
+        if self.failure_mode == "closed":
+            RATE_LIMIT_DECISIONS.labels("unavailable").inc()
+            return Decision(False, quota.requests, 0, 0, math.ceil(REDIS_RETRY_SECONDS), "unavailable")
+        local = self.fallback.hit(subject)
+        RATE_LIMIT_DECISIONS.labels("fallback_allowed" if local[0] else "fallback_limited").inc()
+        limit = self.fallback.quota.requests
+        return Decision(local[0], limit, local[1], _seconds(local[2]), _seconds(local[3]), "fallback")
+
+    def _mark_down(self, exc: Exception) -> None:
+        RATE_LIMIT_STORE_ERRORS.inc()
+        RATE_LIMIT_STORE_UP.set(0)
+        if not self._down_until:
+            log.error("rate-limit store unreachable", extra={"error": type(exc).__name__})
+        self._down_until = time.monotonic() + REDIS_RETRY_SECONDS
+
+    def ping(self) -> bool:
+        """Whether Redis answers now (for readiness)."""
+        try:
+            return bool(self.redis.ping())
+        except redis.RedisError:
+            return False

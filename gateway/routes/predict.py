@@ -1,0 +1,28 @@
+"""``POST /v1/models/<name>/predict``: instances in, one prediction per instance out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, g, request
+
+from gateway import gateway
+from gateway.routes import deadline, guarded
+from shared import artifacts
+from shared.errors import PayloadTooLarge
+from shared.service import read_json
+
+bp = Blueprint("predict", __name__, url_prefix="/v1")
+
+
+@bp.post("/models/<name>/predict")
+@guarded("predict")
+def predict(name: str) -> dict[str, Any]:
+    """Validate, transform and predict ``{"instances": [...]}`` with the deployed version (or its canary)."""
+    artifacts.validate_name(name)
+    body = read_json()
+    state = gateway()
+    instances = body.get("instances") if isinstance(body, dict) else None
+    if isinstance(instances, list) and len(instances) > state.settings.max_batch_rows:
+        raise PayloadTooLarge(f"{len(instances)} instances exceed the limit of {state.settings.max_batch_rows}")
+    return state.router.predict(name, request.get_data(cache=True), g.request_id, deadline())
