@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install lock test unit lint format demo serve-model serve-preprocessing clean
+.PHONY: help install lock test unit lint format demo serve-model serve-preprocessing up down token clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -29,6 +29,7 @@ lint: $(STAMP) ## ruff and mypy; fails on any finding
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/mypy --strict compose/local/stack.py
 
 format: $(STAMP) ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
@@ -38,6 +39,22 @@ unit: $(STAMP) ## the test suite without the lint step
 	$(BIN)/pytest
 
 test: $(STAMP) lint unit ## from a fresh clone: install, lint, run the whole suite
+
+up: $(STAMP) ## start the whole stack (docker compose with an engine, else local gunicorn processes) and wait until ready
+	@if [ -f docker-compose.yml ] && docker info >/dev/null 2>&1; then \
+		docker compose up --detach --wait; \
+	else \
+		$(BIN)/python compose/local/stack.py up; \
+	fi
+
+down: ## stop what make up started, either way
+	@if [ -f docker-compose.yml ] && docker info >/dev/null 2>&1; then docker compose down; fi
+	@if [ -x $(BIN)/python ]; then $(BIN)/python compose/local/stack.py down; fi
+
+SUB ?= local-user
+SCOPE ?= predict admin
+token: $(STAMP) ## print a signed JWT for local use (SUB=, SCOPE= optional)
+	@$(BIN)/modelgate token --sub "$(SUB)" --scope "$(SCOPE)"
 
 demo: $(STAMP) ## train and register the demo models into MODEL_REGISTRY (./models) unless already there
 	$(BIN)/modelgate train --demo all --if-missing

@@ -1,5 +1,7 @@
 """The ``modelgate`` command line: train the demo models, register your own, list, deploy and verify.
 
+Deployments: ``deploy NAME VERSION``, ``canary NAME VERSION --weight W``, ``promote NAME``, ``rollback NAME``.
+
 It reads the same environment variables as the services (``MODEL_REGISTRY``, ``MODEL_SIGNING_KEY``,
 ``QUALITY_GATE_MIN_ACCURACY``, ``QUALITY_GATE_MIN_R2``; in local mode the generated secrets file).
 Exit status: 0 done, 2 bad usage or settings, 3 refused by the quality gate, 4 any other refusal.
@@ -9,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import secrets
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,6 +23,9 @@ from model_service.training import DEMOS, QualityGate, QualityGateFailed, regist
 from shared import artifacts
 from shared.config import SettingsError, load_settings
 from shared.errors import ModelgateError
+from shared.tokens import SCOPES, TokenSettings, hash_secret, issue_token
+
+CLIENT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,13 +47,37 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("models", help="list models, versions and deployments")
 
-    deploy = commands.add_parser("deploy", help="make VERSION serve NAME")
+    deploy = commands.add_parser("deploy", help="make VERSION serve NAME (any canary is removed)")
     deploy.add_argument("name")
     deploy.add_argument("version")
+
+    canary = commands.add_parser("canary", help="send a share of NAME's traffic to VERSION")
+    canary.add_argument("name")
+    canary.add_argument("version")
+    canary.add_argument("--weight", required=True, type=float, help="percent of traffic, in (0, 100]; 0 removes it")
+
+    promote = commands.add_parser("promote", help="make NAME's canary its deployed version")
+    promote.add_argument("name")
+
+    rollback = commands.add_parser("rollback", help="deploy NAME's previously deployed version again")
+    rollback.add_argument("name")
 
     verify = commands.add_parser("verify", help="check signatures and hashes of a model's versions")
     verify.add_argument("name")
     verify.add_argument("version", nargs="?")
+
+    token = commands.add_parser("token", help="print a signed JWT for the gateway (HS256 with JWT_SECRET)")
+    token.add_argument(
+        "--sub", default="local-user", help="the token's subject: who is calling (rate limits count per sub)"
+    )
+    token.add_argument("--scope", default="predict", help='space-separated scopes, e.g. "predict admin"')
+    token.add_argument("--tier", help="rate-limit tier (RATE_LIMIT_TIERS on the gateway)")
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
+
+    client = commands.add_parser("client-secret", help="make a client secret and its clients-file entry")
+    client.add_argument("client_id")
+    client.add_argument("--scope", default="predict", help='space-separated scopes, e.g. "predict admin"')
+    client.add_argument("--tier", default="default")
     return parser
 
 
@@ -73,6 +104,11 @@ def _summary(metadata: dict[str, Any]) -> dict[str, Any]:
         metrics["primary"]: metrics[metrics["primary"]],
         "runtime": metadata["onnx"]["runtime"],
     }
+
+
+def _routing(record: dict[str, Any]) -> dict[str, Any]:
+    """What a deployment record routes to, as ``models`` shows it; the rollback history stays in the file."""
+    return {k: v for k, v in record.items() if k != "history"}
 
 
 def _read_csv(path: Path) -> Any:
@@ -131,9 +167,16 @@ def run(args: argparse.Namespace, settings: ModelServiceSettings) -> int:
                 )
             )
         return 0
-    if args.command == "deploy":
-        record = registry.deploy(args.name, artifacts.validate_version(args.version))
-        print(json.dumps({"model": args.name, "deployment": record}))
+    if args.command in ("deploy", "canary", "promote", "rollback"):
+        if args.command == "deploy":
+            record = registry.deploy(args.name, artifacts.validate_version(args.version))
+        elif args.command == "canary":
+            record = registry.set_canary(args.name, artifacts.validate_version(args.version), args.weight)
+        elif args.command == "promote":
+            record = registry.promote(args.name)
+        else:
+            record = registry.rollback(args.name)
+        print(json.dumps({"model": args.name, "deployment": _routing(record)}))
         return 0
     if args.command == "verify":
         versions = [artifacts.validate_version(args.version)] if args.version else registry.versions(args.name)
@@ -149,10 +192,42 @@ def run(args: argparse.Namespace, settings: ModelServiceSettings) -> int:
     raise AssertionError(args.command)  # pragma: no cover - argparse rejects unknown commands
 
 
+def _credentials(args: argparse.Namespace) -> int:
+    """``token`` and ``client-secret``: they need the gateway's settings, not the registry's."""
+    scopes = args.scope.split()
+    unknown = [s for s in scopes if s not in SCOPES]
+    if unknown or not scopes:
+        raise ModelgateError(f"unknown scope(s) {' '.join(unknown) or '(none)'}; choose from {', '.join(SCOPES)}")
+    if args.command == "token":
+        if not 1 <= args.ttl <= 30 * 86400:
+            raise ModelgateError("--ttl must be between 1 second and 30 days")
+        settings = load_settings(TokenSettings)
+        print(
+            issue_token(
+                secret=settings.secret(),
+                subject=args.sub,
+                scopes=scopes,
+                audience=settings.jwt_audience,
+                issuer=settings.jwt_issuer,
+                ttl_seconds=args.ttl,
+                tier=args.tier,
+            )
+        )
+        return 0
+    if not CLIENT_ID.fullmatch(args.client_id):
+        raise ModelgateError(f"client id must match {CLIENT_ID.pattern}")
+    secret = secrets.token_urlsafe(32)
+    entry = {"client_id": args.client_id, "secret_hash": hash_secret(secret), "scopes": scopes, "tier": args.tier}
+    print(json.dumps({"client_secret": secret, "clients_file_entry": entry}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``modelgate`` console script."""
     args = _parser().parse_args(argv)
     try:
+        if args.command in ("token", "client-secret"):
+            return _credentials(args)
         settings = load_settings(ModelServiceSettings)
         return run(args, settings)
     except SettingsError:  # its one line is already on stderr

@@ -3,22 +3,31 @@
 Every read of a version goes through ``shared.artifacts``: signature and hashes are checked before the
 artifact is unpickled. A loaded version knows its feature contract, turns raw feature columns into the
 transformed matrix its final estimator expects, and predicts through the runtime chosen at load time.
+
+Deployment changes (deploy, canary, promote, rollback) are read-modify-writes of ``deployment.json``,
+serialised across threads and processes by an exclusive ``flock`` on the model's folder, and each one
+verifies the version it sends traffic to before the record is replaced (atomically).
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from model_service.deployments import Deployment
 from model_service.runtimes import OnnxRuntime, Prediction, Runtime, SklearnRuntime, compare
 from shared import artifacts
 from shared.contracts import fingerprint
-from shared.errors import ArtifactError, InferenceInputError, ModelNotFound
+from shared.errors import ArtifactError, Conflict, InferenceInputError, InvalidName, ModelNotFound
 from shared.pipeline import library_versions, records_frame, split_pipeline, to_dense_float
 
 log = logging.getLogger(__name__)
@@ -82,6 +91,14 @@ class LoadedModel:
         return public
 
 
+def _check_identity(name: str, version: int, metadata: dict[str, Any]) -> None:
+    """Signed metadata that belongs in this folder, with a feature contract matching its fingerprint."""
+    if metadata.get("name") != name or metadata.get("version") != version:
+        raise ArtifactError("metadata names another model or version (a copied folder?)")
+    if fingerprint(metadata["contract"]) != metadata.get("contract_fingerprint"):
+        raise ArtifactError("feature contract does not match its fingerprint")
+
+
 class Registry:
     """Model versions under one root folder, signed with one key."""
 
@@ -111,8 +128,12 @@ class Registry:
         return artifacts.read_metadata(directory, self.key)
 
     def deployment(self, name: str) -> dict[str, Any] | None:
-        """The deployment record of a model, or None when nothing is deployed."""
-        return artifacts.read_deployment(self.root, name)
+        """What serves a model (``version`` and any ``canary``), or None when nothing is deployed.
+
+        The rollback ``history`` kept in the same file is left out: it routes nothing.
+        """
+        record = artifacts.read_deployment(self.root, name)
+        return None if record is None else {k: v for k, v in record.items() if k != "history"}
 
     def next_version(self, name: str) -> int:
         """The version number a new registration of ``name`` gets."""
@@ -126,12 +147,101 @@ class Registry:
             return artifacts.write_version(self.root, name, version, estimator, metadata, self.key, onnx)
 
     def deploy(self, name: str, version: int) -> dict[str, Any]:
-        """Make ``version`` the one that serves ``name`` (keeping no canary)."""
-        self.metadata(name, version)  # must exist (404 otherwise)
-        artifacts.verify_files(artifacts.version_dir(self.root, name, version), self.key)  # and be intact
-        record = {"version": int(version)}
-        artifacts.write_deployment(self.root, name, record)
+        """Make ``version`` the one that serves ``name``: the canary goes, the replaced version joins the history.
+
+        An unreadable ``deployment.json`` is replaced (deploying is how it gets repaired).
+        """
+        target = artifacts.validate_version(version)
+        return self._change(
+            name, lambda current: Deployment(target) if current is None else current.deployed(target), repair=True
+        )
+
+    def set_canary(self, name: str, version: int, weight: float) -> dict[str, Any]:
+        """Send ``weight`` percent (in (0, 100]) of unversioned traffic to ``version``; weight 0 removes the canary.
+
+        With weight 0 the canary version is not looked at, so a broken canary can always be removed (the
+        deployed version, which then takes all the traffic, is verified instead).
+        """
+        target = artifacts.validate_version(version)
+
+        def change(current: Deployment | None) -> Deployment:
+            if current is None:
+                raise Conflict(f"model {name!r} has no deployed version for a canary to run beside")
+            return current.with_canary(target, weight)
+
+        return self._change(name, change)
+
+    def promote(self, name: str) -> dict[str, Any]:
+        """Make the canary the deployed version."""
+        return self._change(name, lambda current: self._deployed(name, current).promoted())
+
+    def rollback(self, name: str) -> dict[str, Any]:
+        """Deploy again the version that served before the current one (repeatable down the history)."""
+        return self._change(name, lambda current: self._deployed(name, current).rolled_back())
+
+    def verify(self, name: str, version: int | str) -> dict[str, Any]:
+        """Check one version's signature, file hashes and identity without unpickling it; its metadata."""
+        directory = artifacts.version_dir(self.root, name, version)
+        if not (directory / artifacts.METADATA_FILE).is_file():
+            self.versions(name)
+            raise ModelNotFound(name, version)
+        try:
+            metadata, _ = artifacts.verify_files(directory, self.key)
+            _check_identity(name, int(version), metadata)
+        except ArtifactError as exc:
+            raise type(exc)(f"version {version} of model {name!r} failed verification: {exc.detail}") from None
+        return metadata
+
+    def _change(
+        self, name: str, change: Callable[[Deployment | None], Deployment], *, repair: bool = False
+    ) -> dict[str, Any]:
+        """Apply ``change`` to the deployment record under the model's lock; the new record."""
+        self.versions(name)  # an unknown model is a 404 before anything is touched
+        with self._deployment_lock(name):
+            current = self._current(name, repair=repair)
+            updated = change(current)
+            # The version this change sends (more) traffic to must be intact before anything routes to it.
+            self.verify(name, updated.canary_version if updated.canary_version is not None else updated.version)
+            record = updated.to_record()
+            if updated != current:
+                artifacts.write_deployment(self.root, name, record)
+                log.info("deployment changed", extra={"model": name, "deployment": record})
         return record
+
+    def _current(self, name: str, *, repair: bool) -> Deployment | None:
+        """The parsed deployment record; an unreadable one raises ``ArtifactError`` unless ``repair``."""
+        try:
+            record = artifacts.read_deployment(self.root, name)
+            if record is None:
+                return None
+            try:
+                return Deployment.from_record(record)
+            except (KeyError, TypeError, ValueError, InvalidName):
+                raise ArtifactError(f"{artifacts.DEPLOYMENT_FILE} of model {name!r} is invalid") from None
+        except ArtifactError as exc:
+            if not repair:
+                raise
+            log.warning("replacing an unreadable deployment record", extra={"model": name, "reason": exc.detail})
+            return None
+
+    @staticmethod
+    def _deployed(name: str, current: Deployment | None) -> Deployment:
+        if current is None:
+            raise Conflict(f"model {name!r} has no deployed version")
+        return current
+
+    @contextmanager
+    def _deployment_lock(self, name: str) -> Iterator[None]:
+        """Exclusive across threads and processes (each open gets its own lock) until the block ends.
+
+        The lock is taken on the model's folder itself, so no lock file is left in the registry.
+        """
+        fd = os.open(self.root / artifacts.validate_name(name), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def load(self, name: str, version: int, *, use_onnx: bool = True, onnx_threads: int = 1) -> LoadedModel:
         """Verify and load one version, choose its runtime, and report library mismatches."""
@@ -140,10 +250,7 @@ class Registry:
             raise ModelNotFound(name, version)
         verified = artifacts.load_version(directory, self.key)
         metadata = verified.metadata
-        if metadata.get("name") != name or metadata.get("version") != int(version):
-            raise ArtifactError("metadata names another model or version (a copied folder?)")
-        if fingerprint(metadata["contract"]) != metadata.get("contract_fingerprint"):
-            raise ArtifactError("feature contract does not match its fingerprint")
+        _check_identity(name, int(version), metadata)
         transformer, estimator = split_pipeline(verified.estimator)
         warnings = []
         trained_with = metadata.get("libraries", {})

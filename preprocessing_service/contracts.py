@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, validate
 
 INSTANCE_ID = "id"
 MAX_ID_LENGTH = 128
@@ -41,6 +41,8 @@ class Number(fields.Field):
         if self.integer:
             if isinstance(value, float) and not value.is_integer():
                 raise ValidationError("Not an integer.")
+            if abs(value) > 2**53:  # 1e300 is a whole float too; as an int64 feature it would overflow
+                raise ValidationError("Number too large.")
             return int(value)
         return float(value)
 
@@ -93,7 +95,11 @@ def _kind(value: Any) -> str:
 
 def feature_field(feature: dict[str, Any]) -> fields.Field:
     """The marshmallow field for one contract feature."""
-    common: dict[str, Any] = {"required": bool(feature.get("required", True)), "allow_none": bool(feature["nullable"])}
+    common: dict[str, Any] = {
+        "required": bool(feature.get("required", True)),
+        "allow_none": bool(feature["nullable"]),
+        "data_key": str(feature["name"]),
+    }
     kind = feature["type"]
     if kind == "number":
         return Number(**common)
@@ -106,12 +112,26 @@ def feature_field(feature: dict[str, Any]) -> fields.Field:
     return Text(**common)
 
 
+class _Instance(Schema):
+    """Fields live under neutral attribute names and read their feature's name as ``data_key``.
+
+    Declared under the feature's own name, marshmallow would load ``Sepal.Length`` as
+    ``{"Sepal": {"Length": ...}}`` and take a feature called ``Meta`` for the schema's options.
+    """
+
+    @post_load
+    def _feature_names(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        return {self.load_fields[key].data_key or key: value for key, value in data.items()}
+
+
 def instance_schema(contract: dict[str, Any], name: str, unknown: str = "raise") -> Schema:
     """A marshmallow schema instance for one instance of ``contract``."""
-    declared: dict[str, fields.Field] = {f["name"]: feature_field(f) for f in contract["features"]}
-    if INSTANCE_ID not in declared:
-        declared[INSTANCE_ID] = InstanceId(required=False, allow_none=True)
-    schema_class = Schema.from_dict(declared, name=f"Instance_{name}")
+    declared: dict[str, fields.Field] = {
+        f"feature_{index}": feature_field(feature) for index, feature in enumerate(contract["features"])
+    }
+    if not any(feature["name"] == INSTANCE_ID for feature in contract["features"]):
+        declared["instance_id"] = InstanceId(required=False, allow_none=True, data_key=INSTANCE_ID)
+    schema_class = _Instance.from_dict(declared, name=f"Instance_{name}")
     return schema_class(unknown=RAISE if unknown == "raise" else EXCLUDE)
 
 

@@ -159,6 +159,8 @@ def _column_indices(columns: Any, names: list[str]) -> list[int]:
 
 
 def _column_transformer(est: Any, names: list[str]) -> Step:
+    if est.transformer_weights:
+        raise Unsupported("ColumnTransformer(transformer_weights=...)")
     parts: list[tuple[list[int], Step]] = []
     for _name, transformer, columns in est.transformers_:
         if isinstance(transformer, str) and transformer == "drop":
@@ -176,19 +178,36 @@ def _column_transformer(est: Any, names: list[str]) -> Step:
     return combined
 
 
+def _names_out(est: Any, names: list[str]) -> list[str]:
+    """The output columns of a fitted step, so the next step of a Pipeline selects the right ones."""
+    try:
+        return [str(name) for name in est.get_feature_names_out(names)]
+    except (AttributeError, ValueError, TypeError) as exc:
+        raise Unsupported(f"cannot follow the columns through {type(est).__name__}") from exc
+
+
 def compile_step(est: Any, names: list[str]) -> Step:
     """A NumPy function equal to ``est.transform`` on a 2-D block whose columns are ``names``."""
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, StandardScaler
+    from sklearn.preprocessing import FunctionTransformer, MinMaxScaler, OneHotEncoder, StandardScaler
 
     if isinstance(est, str):
         if est == "passthrough":
             return _identity
         raise Unsupported(f"transformer {est!r}")
+    if type(est) is FunctionTransformer and est.func is None and not est.validate:
+        # What a fitted ColumnTransformer holds for 'passthrough' (its entries and remainder="passthrough").
+        return _identity
     if type(est) is Pipeline:
-        steps = [compile_step(step, names) for _, step in est.steps if step not in (None, "passthrough")]
+        active = [step for _, step in est.steps if step not in (None, "passthrough")]
+        steps: list[Step] = []
+        for position, fitted in enumerate(active):
+            steps.append(compile_step(fitted, names))
+            if position < len(active) - 1:
+                # A later step (a ColumnTransformer) selects among this step's output columns, not the input's.
+                names = _names_out(fitted, names)
 
         def chained(block: np.ndarray) -> np.ndarray:
             for step in steps:

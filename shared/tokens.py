@@ -7,6 +7,9 @@ import uuid
 from typing import Any
 
 import jwt
+from pydantic import SecretStr
+
+from shared.config import CommonSettings, SettingsError
 
 #: Scopes modelgate knows: ``predict`` for inference and reads, ``admin`` for the admin routes.
 SCOPES = ("predict", "admin")
@@ -89,3 +92,17 @@ def check_secret_hash(secret: str, stored: str) -> bool:
     except (ValueError, binascii.Error):
         return False
     return hmac.compare_digest(computed, expected)
+
+
+class TokenSettings(CommonSettings):
+    """What signing a token needs (``modelgate token``): the HS256 key, audience, issuer."""
+
+    jwt_secret: SecretStr | None = None
+    jwt_audience: str = "modelgate"
+    jwt_issuer: str = "modelgate"
+
+    def secret(self) -> str:
+        """The signing key, or a one-line refusal."""
+        if self.jwt_secret is None:
+            raise SettingsError("modelgate: invalid setting JWT_SECRET: not set (needed to sign tokens)")
+        return self.jwt_secret.get_secret_value()

@@ -1,15 +1,67 @@
-"""``/v1`` registry routes: models, their versions and deployments, and one version's metadata."""
+"""``/v1`` registry routes: models, their versions and deployments, one version's metadata, and the
+deployment operations (deploy, canary, promote, rollback).
+
+These routes carry no authentication: the model service is internal-only, reached through the gateway,
+whose admin API (``admin`` scope) forwards to the deployment operations here. Never expose this port.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint
+from flask import Blueprint, request
+from marshmallow import RAISE, Schema, fields, validate
 
+from model_service.registry import Registry
 from model_service.routes import models
-from shared.errors import ArtifactError, ModelNotFound
+from shared.errors import ArtifactError, Conflict, ModelNotFound
+from shared.service import read_json
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("registry", __name__, url_prefix="/v1")
+
+
+class Percent(fields.Float):
+    """A JSON number (not a numeric string, not a boolean); its range is the registry's to judge."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.make_error("invalid")
+        result: float = super()._deserialize(value, attr, data, **kwargs)
+        return result
+
+
+def _version_field() -> fields.Integer:
+    return fields.Integer(strict=True, required=True, validate=validate.Range(min=1, max=999_999_999))
+
+
+class DeployRequest(Schema):
+    """``{"version": 3}``"""
+
+    version = _version_field()
+
+    class Meta:
+        unknown = RAISE
+
+
+class CanaryRequest(Schema):
+    """``{"version": 3, "weight": 10}``: weight in percent, in (0, 100]; 0 removes the canary."""
+
+    version = _version_field()
+    weight = Percent(required=True, allow_nan=False)
+
+    class Meta:
+        unknown = RAISE
+
+
+class EmptyRequest(Schema):
+    """No body, or ``{}``."""
+
+    class Meta:
+        unknown = RAISE
 
 
 def _summary(name: str) -> dict[str, Any]:
@@ -69,3 +121,57 @@ def version_view(name: str, version: str) -> dict[str, Any]:
         raise
     public = {k: v for k, v in metadata.items() if k not in ("signature", "files", "parity_sample")}
     return dict(public, loaded=False)
+
+
+@bp.post("/models/<name>/deploy")
+def deploy(name: str) -> dict[str, Any]:
+    models().registry.versions(name)  # 404 before the body is read
+    body = DeployRequest().load(read_json())
+    return _apply(name, lambda registry: registry.deploy(name, body["version"]))
+
+
+@bp.post("/models/<name>/canary")
+def canary(name: str) -> dict[str, Any]:
+    models().registry.versions(name)
+    body = CanaryRequest().load(read_json())
+    return _apply(name, lambda registry: registry.set_canary(name, body["version"], body["weight"]))
+
+
+@bp.post("/models/<name>/promote")
+def promote(name: str) -> dict[str, Any]:
+    models().registry.versions(name)
+    EmptyRequest().load(_optional_json())
+    return _apply(name, lambda registry: registry.promote(name))
+
+
+@bp.post("/models/<name>/rollback")
+def rollback(name: str) -> dict[str, Any]:
+    models().registry.versions(name)
+    EmptyRequest().load(_optional_json())
+    return _apply(name, lambda registry: registry.rollback(name))
+
+
+def _optional_json() -> Any:
+    """The JSON body, or ``{}`` when there is none."""
+    return read_json() if request.get_data(cache=True) else {}
+
+
+def _apply(name: str, operation: Callable[[Registry], dict[str, Any]]) -> dict[str, Any]:
+    """Run one deployment operation, let this worker serve its result now, and describe the new routing."""
+    server = models()
+    try:
+        record = operation(server.registry)
+    except ArtifactError as exc:
+        # A version that fails verification is a refusal, not a server fault (ArtifactError renders as 500).
+        raise Conflict(exc.detail) from None
+    try:
+        server.sync()  # the other workers follow within REGISTRY_REFRESH_SECONDS
+    except Exception:  # the change is written; the refresh loop will load it
+        log.exception("sync after a deployment change failed", extra={"model": name})
+    canary = record.get("canary")
+    return {
+        "name": name,
+        "version": record["version"],
+        "canary": None if canary is None else {"version": canary["version"], "weight": canary["weight"]},
+        "history": list(record.get("history", [])),
+    }
