@@ -165,7 +165,7 @@ def json_schema(contract: dict[str, Any], *, title: str, example: dict[str, Any]
     names = [f["name"] for f in contract["features"]]
     if INSTANCE_ID not in properties:
         properties[INSTANCE_ID] = {
-            "type": ["string", "integer"],
+            "type": ["string", "integer", "null"],
             "maxLength": MAX_ID_LENGTH,
             "description": "optional; echoed back, never a feature",
         }

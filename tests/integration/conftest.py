@@ -93,10 +93,16 @@ class Service:
 
 
 def start_service(
-    app: str, service: str, port_variable: str, tmp_path: Path, env: dict[str, str], workers: int = 2
+    app: str,
+    service: str,
+    port_variable: str,
+    tmp_path: Path,
+    env: dict[str, str],
+    workers: int = 2,
+    port: int | None = None,
 ) -> Service:
     """Start ``gunicorn --config python:shared.gunicorn_conf APP`` with a clean environment."""
-    port = free_port()
+    port = port or free_port()
     full_env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(tmp_path),
@@ -108,7 +114,7 @@ def start_service(
         **env,
     }
     log_path = tmp_path / f"{service}.log"
-    handle = log_path.open("wb")
+    handle = log_path.open("ab")
     process = subprocess.Popen(
         [GUNICORN, "--config", "python:shared.gunicorn_conf", app],
         cwd=REPO,
@@ -140,3 +146,62 @@ def model_service_process(registry_root: Path, tmp_path: Path) -> Iterator[Servi
         yield service
     finally:
         service.stop()
+
+
+JWT_SECRET = "integration-jwt-secret-0123456789abcdefghijklmnop"
+
+
+class Stack:
+    """Redis, the model service, the preprocessing service and the gateway, as real processes."""
+
+    def __init__(self, registry_root: Path, tmp_path: Path, redis_url: str, env: dict[str, str] | None = None) -> None:
+        self.tmp_path = tmp_path
+        self.common = {
+            "MODEL_REGISTRY": str(registry_root),
+            "MODEL_SIGNING_KEY": SIGNING_KEY.decode(),
+            "JWT_SECRET": JWT_SECRET,
+            "REDIS_URL": redis_url,
+            "MAX_BATCH_ROWS": "50",
+            "REQUEST_DEADLINE_SECONDS": "3",
+            "CIRCUIT_OPEN_SECONDS": "1",
+            **(env or {}),
+        }
+        self.model = start_service("model_service.wsgi:app", "model", "MODEL_PORT", tmp_path, self.common)
+        self.preprocessing = start_service(
+            "preprocessing_service.wsgi:app", "preprocessing", "PREPROCESSING_PORT", tmp_path, self.common
+        )
+        self.common["MODEL_URLS"] = f"http://127.0.0.1:{self.model.port}"
+        self.common["PREPROCESSING_URLS"] = f"http://127.0.0.1:{self.preprocessing.port}"
+        self.gateway = start_service("gateway.wsgi:app", "gateway", "GATEWAY_PORT", tmp_path, self.common)
+        for service in (self.model, self.preprocessing, self.gateway):
+            service.wait_ready()
+
+    def restart_model(self) -> None:
+        """Start the model service again on its old port (after a test stopped it)."""
+        self.model = start_service(
+            "model_service.wsgi:app", "model", "MODEL_PORT", self.tmp_path, self.common, port=self.model.port
+        )
+        self.model.wait_ready()
+
+    def stop(self) -> None:
+        for service in (self.gateway, self.preprocessing, self.model):
+            service.stop()
+
+
+def token(sub: str = "tester", scopes: str = "predict", tier: str | None = None, ttl: int = 600) -> str:
+    """A token the stack's gateway accepts."""
+    from shared.tokens import issue_token
+
+    return issue_token(
+        secret=JWT_SECRET,
+        subject=sub,
+        scopes=scopes.split(),
+        audience="modelgate",
+        issuer="modelgate",
+        ttl_seconds=ttl,
+        tier=tier,
+    )
+
+
+def bearer(value: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {value}"}

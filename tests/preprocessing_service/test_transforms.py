@@ -354,6 +354,13 @@ def test_combined_transforms_compile_and_equal_sklearn(case: str) -> None:
     assert out.flags.c_contiguous
 
 
+def test_sparse_column_transformer_output_is_matched_densely() -> None:
+    transform = fitted(nested(sparse_output=True, sparse_threshold=1.0), ALL)
+    assert hasattr(transform.transformer.transform(query_frame(ROWS, ALL)), "toarray"), "scikit-learn gives sparse"
+    out = assert_compiled_matches(transform)
+    assert isinstance(out, np.ndarray)
+
+
 def test_remainder_passthrough_keeps_the_other_columns_unchanged_at_the_end() -> None:
     transform = fitted(ColumnTransformer([("scale", MinMaxScaler(), ["count"])], remainder="passthrough"), NUMERIC)
     out = assert_compiled_matches(transform)
