@@ -507,7 +507,7 @@ def test_json_schema_properties(schema: dict[str, Any]) -> None:
     assert "whitespace" in properties["island"]["description"]
     assert re.search(r"1\.5 to 9\.5", properties["weight"]["description"])
     assert re.search(r"\b0 to 8\b", properties["legs"]["description"])
-    assert properties["id"]["type"] == ["string", "integer"]
+    assert properties["id"]["type"] == ["string", "integer", "null"]
     assert properties["id"]["maxLength"] == MAX_ID_LENGTH
 
 
