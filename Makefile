@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install lock test unit lint format demo serve-model serve-preprocessing up down token clean
+.PHONY: help install lock test unit lint format demo serve-model serve-preprocessing up down token bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -20,10 +20,13 @@ $(STAMP): pyproject.toml requirements/lock.txt
 
 install: $(STAMP) ## create .venv and install the project with its locked dependencies
 
-lock: $(STAMP) ## re-pin every dependency from pyproject.toml into requirements/lock.txt
+lock: $(STAMP) ## re-pin every dependency from pyproject.toml into requirements/lock.txt (+ the images' runtime.txt)
 	$(BIN)/python -m pip install --quiet "uv==0.13.8"
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --python-platform linux \
 		--no-header -o requirements/lock.txt
+	# The images install only the runtime part of the same resolution, with hashes (pip --require-hashes).
+	$(BIN)/uv pip compile pyproject.toml --constraint requirements/lock.txt --generate-hashes \
+		--python-version 3.11 --python-platform linux --no-header -o requirements/runtime.txt
 
 lint: $(STAMP) ## ruff and mypy; fails on any finding
 	$(BIN)/ruff check .
@@ -55,6 +58,11 @@ SUB ?= local-user
 SCOPE ?= predict admin
 token: $(STAMP) ## print a signed JWT for local use (SUB=, SCOPE= optional)
 	@$(BIN)/modelgate token --sub "$(SUB)" --scope "$(SCOPE)"
+
+BENCH_DURATION ?= 10
+bench: $(STAMP) ## wrk against a fresh stack and a single-app baseline; writes docs/benchmark.md
+	@command -v wrk >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk; }
+	$(BIN)/python tests/load/bench.py --duration $(BENCH_DURATION)
 
 demo: $(STAMP) ## train and register the demo models into MODEL_REGISTRY (./models) unless already there
 	$(BIN)/modelgate train --demo all --if-missing
