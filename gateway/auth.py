@@ -135,7 +135,8 @@ class Authenticator:
             raise invalid_token("token not yet valid") from None
         except jwt.InvalidSignatureError:
             raise invalid_token("bad signature") from None
-        except jwt.PyJWTError:
+        except (jwt.PyJWTError, TypeError):
+            # TypeError: PyJWT's answer when a JWKS key is of another type than the token's alg (RSA key, ES256).
             raise invalid_token("invalid token") from None
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject or len(subject) > 256:

@@ -9,12 +9,13 @@ upstream put them; anything else an upstream does wrong becomes 502, an unreacha
 
 from __future__ import annotations
 
-import json
 import random
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from gateway.upstreams import Response, Upstream, UpstreamBadResponse
 from shared import artifacts
@@ -31,8 +32,8 @@ def relay_or_raise(response: Response) -> Response:
         return response
     if response.status in RELAYED_STATUSES:
         try:
-            body = json.loads(response.body)
-        except (ValueError, UnicodeDecodeError):
+            body = orjson.loads(response.body)
+        except orjson.JSONDecodeError:
             body = {}
         if not isinstance(body, dict):
             body = {}

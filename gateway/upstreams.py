@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
 import urllib3
 from urllib3.exceptions import (
     ConnectTimeoutError,
@@ -81,11 +82,9 @@ class Response:
 
     def json(self) -> Any:
         """The body as JSON, or 502."""
-        import json
-
         try:
-            return json.loads(self.body)
-        except (ValueError, UnicodeDecodeError):
+            return orjson.loads(self.body)
+        except orjson.JSONDecodeError:
             raise UpstreamBadResponse("an upstream answered with a body that is not JSON") from None
 
 
@@ -121,6 +120,11 @@ class CircuitBreaker:
             if waited < self.open_seconds or self.trial_running:
                 raise UpstreamUnavailable(self.name, "circuit open", max(1.0, self.open_seconds - waited))
             self.trial_running = True
+
+    def release(self) -> None:
+        """End a call that reached no verdict (its deadline passed before any attempt): a later call may try."""
+        with self._lock:
+            self.trial_running = False
 
     def success(self) -> None:
         with self._lock:
@@ -225,6 +229,7 @@ class Upstream:
             except ReadTimeoutError:
                 # The upstream got the request and is still working: do not send it again elsewhere.
                 self._failed(address)
+                self.breaker.failure()  # also ends a half-open trial, which would otherwise hold the circuit open
                 UPSTREAM_REQUESTS.labels(self.name, "timeout").inc()
                 UPSTREAM_LATENCY.labels(self.name).observe(time.monotonic() - started)
                 raise UpstreamTimeout(self.name) from None
@@ -249,6 +254,10 @@ class Upstream:
         UPSTREAM_LATENCY.labels(self.name).observe(time.monotonic() - started)
         if deadline - time.monotonic() <= 0:
             UPSTREAM_REQUESTS.labels(self.name, "timeout").inc()
+            if last_reason == "no address":
+                self.breaker.release()
+            else:
+                self.breaker.failure()
             raise UpstreamTimeout(self.name)
         self.breaker.failure()
         UPSTREAM_REQUESTS.labels(self.name, "unavailable").inc()

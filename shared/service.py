@@ -6,12 +6,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
 
+import orjson
 from flask import Flask, Response, g, request
+from flask.json.provider import DefaultJSONProvider
 
 from shared.errors import MalformedJSON, PayloadTooLarge, UnsupportedMediaType, register_error_handlers
 from shared.health import ReadinessProbe, health_blueprint
@@ -26,8 +27,7 @@ REQUEST_ID_HEADER = "X-Request-ID"
 def init_service(app: Flask, service: str, readiness: ReadinessProbe, max_body_bytes: int) -> None:
     """Attach request ids, access logging, metrics, problem+json errors, /health, /ready and /metrics."""
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
-    app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.json.compact = True  # type: ignore[attr-defined]
+    app.json = OrjsonProvider(app)
     app.extensions["modelgate.service"] = service
 
     @app.before_request
@@ -72,14 +72,11 @@ def init_service(app: Flask, service: str, readiness: ReadinessProbe, max_body_b
         return Response(body, content_type=content_type)
 
 
-def _refuse_constant(name: str) -> Any:
-    raise MalformedJSON(f"{name} is not a JSON number")
-
-
 def read_json(max_body_bytes: int | None = None) -> Any:
     """The request's JSON body, after checking its media type (415), size (413) and syntax (400).
 
-    NaN and Infinity, which Python's json accepts by default, are refused: they are not JSON.
+    Parsed by orjson, which is strict where Python's json is lenient: NaN, Infinity, lone surrogates and
+    integers beyond 64 bits are refused, as is nesting deeper than 1024 levels.
     """
     mimetype = request.mimetype
     if mimetype != "application/json" and not (mimetype.startswith("application/") and mimetype.endswith("+json")):
@@ -95,12 +92,39 @@ def read_json(max_body_bytes: int | None = None) -> Any:
         smallest = min(n for n in (limit, cut_at) if n is not None)
         raise PayloadTooLarge(f"the body exceeds the limit of {smallest} bytes")
     try:
-        text = raw.decode("utf-8")
+        raw.decode("utf-8")
     except UnicodeDecodeError:
         raise MalformedJSON("the body is not UTF-8") from None
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
-    except json.JSONDecodeError as exc:
-        raise MalformedJSON(f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    except RecursionError:
-        raise MalformedJSON("the body is nested too deeply") from None
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedJSON(_json_error(raw, exc)) from None
+
+
+def _json_error(raw: bytes, exc: orjson.JSONDecodeError) -> str:
+    """A client-facing message for a body orjson refused (NaN and Infinity named as such)."""
+    start = exc.pos - 1 if exc.pos > 0 and raw[exc.pos - 1 : exc.pos] == b"-" else exc.pos
+    near = raw[start : start + 9]
+    for constant in (b"NaN", b"Infinity", b"-Infinity", b"-NaN"):
+        if near.startswith(constant):
+            return f"{constant.decode()} is not a JSON number"
+    if "recursion" in exc.msg.lower() or "depth" in exc.msg.lower():
+        return "the body is nested too deeply"
+    return f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+
+
+class OrjsonProvider(DefaultJSONProvider):
+    """Flask's JSON through orjson: several times faster on the response path; NaN becomes null."""
+
+    _options = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        return orjson.dumps(obj, default=self.default, option=self._options).decode()
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        return orjson.loads(s)
+
+    def response(self, *args: Any, **kwargs: Any) -> Response:
+        obj = self._prepare_response_obj(args, kwargs)
+        body = orjson.dumps(obj, default=self.default, option=self._options)
+        return Response(body, mimetype=self.mimetype)

@@ -89,7 +89,7 @@ def check_secret_hash(secret: str, stored: str) -> bool:
             p=int(p),
             dklen=len(expected),
         )
-    except (ValueError, binascii.Error):
+    except (ValueError, TypeError, OverflowError, binascii.Error):  # TypeError: n or p negative or huge
         return False
     return hmac.compare_digest(computed, expected)
 

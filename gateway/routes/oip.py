@@ -40,7 +40,9 @@ def passthrough(path: str) -> Response:
     body: bytes | None = None
     if request.method == "POST":
         parsed = read_json()
-        for tensor in parsed.get("inputs") or [] if isinstance(parsed, dict) else []:
+        inputs = parsed.get("inputs") if isinstance(parsed, dict) else None
+        # Only a list is checked here; anything else is the model service's to refuse (400), never a 500 here.
+        for tensor in inputs if isinstance(inputs, list) else []:
             shape = tensor.get("shape") if isinstance(tensor, dict) else None
             rows = shape[0] if isinstance(shape, list) and shape and isinstance(shape[0], int) else 0
             if rows > state.settings.max_batch_rows:

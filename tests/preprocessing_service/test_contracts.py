@@ -569,3 +569,69 @@ def test_json_schema_without_an_example_or_with_an_id_feature() -> None:
     assert schema["required"] == ["id"]
     assert violations(schema, {"id": 3}) == []
     assert violations(schema, {"id": "row-1"}) == ["/id: not of type ['integer']"]
+
+
+# --- the fast loader is the schema's exact twin ---------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from preprocessing_service.contracts import fast_loader  # noqa: E402
+
+TWIN_CONTRACT = {
+    "features": [
+        {"name": "x", "type": "number", "required": True, "nullable": False},
+        {"name": "n", "type": "integer", "required": True, "nullable": True},
+        {"name": "flag", "type": "boolean", "required": True, "nullable": False},
+        {"name": "colour", "type": "category", "required": True, "nullable": True, "categories": ["blue", "red"]},
+        {"name": "note", "type": "string", "required": True, "nullable": False},
+    ]
+}
+TWIN_VALUES = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**60), max_value=2**60)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.sampled_from(["blue", " red ", "\\tblue", "Blue", "", "x" * 10_001, "red"])
+    | st.text(max_size=5)
+    | st.lists(st.integers(), max_size=2)
+)
+TWIN_INSTANCE = st.dictionaries(
+    st.sampled_from(["x", "n", "flag", "colour", "note", "id", "extra"]), TWIN_VALUES, min_size=3, max_size=7
+)
+# Mostly valid instances, so the "both accept" branch is exercised as much as the "both refuse" one.
+NEARLY_VALID = st.fixed_dictionaries(
+    {
+        "x": st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(2**54), 2**54),
+        "n": st.none() | st.integers(-(2**54), 2**54) | st.floats(allow_nan=False).map(float),
+        "flag": st.booleans(),
+        "colour": st.none() | st.sampled_from(["blue", " red ", "red\n", "Red"]),
+        "note": st.text(max_size=8),
+    },
+    optional={"id": st.none() | st.integers() | st.text(max_size=130), "extra": st.integers()},
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    instances=st.lists(TWIN_INSTANCE | TWIN_VALUES, min_size=1, max_size=3),
+    unknown=st.sampled_from(["raise", "exclude"]),
+)
+def test_fast_loader_agrees_with_the_schema(instances: list[Any], unknown: str) -> None:
+    from marshmallow import ValidationError as MarshmallowError
+
+    fast = fast_loader(TWIN_CONTRACT, unknown)(instances)
+    try:
+        expected = instance_schema(TWIN_CONTRACT, "twin", unknown).load(instances, many=True)
+    except MarshmallowError:
+        assert fast is None
+        return
+    assert fast is not None, instances
+    assert fast == expected
+    assert [type(v) for r in fast for v in r.values()] == [type(v) for r in expected for v in r.values()]
+
+
+def test_fast_loader_accepts_a_typical_valid_instance() -> None:
+    loaded = fast_loader(TWIN_CONTRACT)([{"x": 1, "n": 2.0, "flag": True, "colour": " red ", "note": " hi ", "id": 7}])
+    assert loaded == [{"x": 1.0, "n": 2, "flag": True, "colour": "red", "note": "hi", "id": 7}]
+    assert type(loaded[0]["x"]) is float
