@@ -76,6 +76,8 @@ def build(settings: GatewaySettings) -> Gateway:
         upstream("model", settings.model_urls),
         cache_seconds=settings.deployment_cache_seconds,
         review_threshold=settings.review_threshold,
+        batch_max_rows=settings.batch_max_rows,
+        batch_inflight=settings.batch_inflight,
     )
     try:
         clients = load_clients(settings.clients_file) if settings.clients_file else {}

@@ -8,7 +8,11 @@ with ``WWW-Authenticate: Bearer error="invalid_token"``; a good one without the 
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +23,8 @@ from shared.errors import Forbidden, Unauthorized
 
 log = logging.getLogger(__name__)
 
+#: Verified tokens remembered per worker (by sha256), so a reused token is not verified again.
+VERIFIED_CACHE_SIZE = 4096
 #: Longest Authorization header considered; anything longer is refused without parsing.
 MAX_TOKEN_LENGTH = 8192
 
@@ -61,12 +67,18 @@ class JWKSKeys:
         self.client = jwt.PyJWKClient(
             url, cache_keys=True, lifespan=cache_seconds, timeout=timeout, cooldown_duration=cooldown_seconds
         )
+        self.cooldown = cooldown_seconds
+        # PyJWT's cooldown starts only after a successful fetch; while the key server is down, wait here.
+        self._unreachable_until = 0.0
 
     def key_for(self, token: str) -> Any:
         """The verification key for ``token``'s ``kid``."""
+        if time.monotonic() < self._unreachable_until:
+            raise invalid_token("signing keys unavailable")
         try:
             return self.client.get_signing_key_from_jwt(token).key
         except jwt.PyJWKClientConnectionError:
+            self._unreachable_until = time.monotonic() + min(self.cooldown, 5.0)
             raise invalid_token("signing keys unavailable") from None
         except (jwt.PyJWKClientError, jwt.PyJWTError):
             raise invalid_token("unknown signing key") from None
@@ -82,6 +94,8 @@ class Authenticator:
         self.leeway = settings.jwt_leeway_seconds
         self.secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
         self.public_key = settings.jwt_public_key_file.read_text() if settings.jwt_public_key_file else None
+        self._verified: OrderedDict[bytes, tuple[Principal, float, float]] = OrderedDict()
+        self._lock = threading.Lock()
         self.jwks = (
             JWKSKeys(settings.jwks_url, settings.jwks_cache_seconds, settings.jwks_refetch_cooldown_seconds)
             if settings.jwks_url
@@ -98,11 +112,35 @@ class Authenticator:
         raise invalid_token("no key for this algorithm")  # pragma: no cover - settings forbid it
 
     def authenticate(self, header: str | None) -> Principal:
-        """The principal of an ``Authorization`` header value, or a 401."""
+        """The principal of an ``Authorization`` header value, or a 401.
+
+        A token verified once is remembered (by its sha256, at most ``VERIFIED_CACHE_SIZE`` of them) until
+        its ``exp``: clients reuse a token for many requests, and the signature check is a large share of
+        the gateway's own work. Expiry and not-before are checked again on every use.
+        """
         if not header:
             raise missing_token()
         if len(header) > MAX_TOKEN_LENGTH:
             raise invalid_token("token too long")
+        digest = hashlib.sha256(header.encode()).digest()
+        remembered = self._verified.get(digest)
+        if remembered is not None:
+            principal, not_before, expires = remembered
+            now = time.time()
+            if not_before - self.leeway <= now < expires + self.leeway:
+                return principal
+            with self._lock:
+                self._verified.pop(digest, None)
+        principal = self._verify(header)
+        claims = principal.claims
+        not_before = float(claims["nbf"]) if isinstance(claims.get("nbf"), int | float) else float("-inf")
+        with self._lock:
+            self._verified[digest] = (principal, not_before, float(claims["exp"]))
+            while len(self._verified) > VERIFIED_CACHE_SIZE:
+                self._verified.popitem(last=False)
+        return principal
+
+    def _verify(self, header: str) -> Principal:
         scheme, _, token = header.strip().partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token or " " in token:

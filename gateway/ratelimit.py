@@ -146,16 +146,17 @@ class RateLimiter:
         """The quota of a tier (unknown tiers get the default)."""
         return self.tiers.get(tier, self.tiers["default"])
 
-    def key(self, subject: str) -> str:
-        """The Redis key of a client: hashed, so any ``sub`` makes a short, safe key."""
-        return self.prefix + hashlib.sha256(subject.encode()).hexdigest()[:32]
+    def key(self, subject: str, namespace: str = "sub") -> str:
+        """The Redis key of a client: hashed, so any ``sub`` makes a short, safe key. Token subjects and
+        addresses (the token endpoint) live in separate namespaces: no ``sub`` can share an address's bucket."""
+        return self.prefix + namespace + ":" + hashlib.sha256(subject.encode()).hexdigest()[:32]
 
-    def hit(self, subject: str, tier: str = "default") -> Decision:
+    def hit(self, subject: str, tier: str = "default", namespace: str = "sub") -> Decision:
         """Count one request of ``subject`` and decide."""
         quota = self.quota(tier)
         if time.monotonic() >= self._down_until:
             try:
-                result: Any = self._script(keys=[self.key(subject)], args=[quota.interval_us, quota.burst])
+                result: Any = self._script(keys=[self.key(subject, namespace)], args=[quota.interval_us, quota.burst])
             except redis.RedisError as exc:
                 self._mark_down(exc)
             else:
@@ -171,7 +172,7 @@ class RateLimiter:
         if self.failure_mode == "closed":
             RATE_LIMIT_DECISIONS.labels("unavailable").inc()
             return Decision(False, quota.requests, 0, 0, math.ceil(REDIS_RETRY_SECONDS), "unavailable")
-        local = self.fallback.hit(subject)
+        local = self.fallback.hit(namespace + ":" + subject)
         RATE_LIMIT_DECISIONS.labels("fallback_allowed" if local[0] else "fallback_limited").inc()
         limit = self.fallback.quota.requests
         return Decision(local[0], limit, local[1], _seconds(local[2]), _seconds(local[3]), "fallback")

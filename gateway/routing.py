@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from gateway.batching import SOLO, Batcher, Entry
 from gateway.upstreams import Response, Upstream, UpstreamBadResponse
 from shared import artifacts
 from shared.errors import Relayed
@@ -69,10 +70,20 @@ class Router:
     """The gateway's routes, as plain methods over the two upstream clients."""
 
     def __init__(
-        self, preprocessing: Upstream, model: Upstream, *, cache_seconds: float, review_threshold: float
+        self,
+        preprocessing: Upstream,
+        model: Upstream,
+        *,
+        cache_seconds: float,
+        review_threshold: float,
+        batch_max_rows: int = 0,
+        batch_inflight: int = 2,
     ) -> None:
         self.preprocessing = preprocessing
         self.model = model
+        self.batcher = (
+            Batcher(self.trip, max_rows=batch_max_rows, max_inflight=batch_inflight) if batch_max_rows > 0 else None
+        )
         self.cache_seconds = cache_seconds
         self.review_threshold = review_threshold
         self._routing: dict[str, tuple[float, Routing]] = {}
@@ -114,16 +125,19 @@ class Router:
             self._routing[name] = (now, routing)
         return routing
 
-    def predict(self, name: str, raw_body: bytes, request_id: str, deadline: float) -> dict[str, Any]:
-        """Run one predict request through preprocessing and the model; the contract's response body."""
-        artifacts.validate_name(name)
-        version = self.routing(name, request_id, deadline).choose()
+    def trip(
+        self, name: str, version: int, body: bytes, request_id: str, deadline: float
+    ) -> tuple[dict[str, Any], Any]:
+        """One trip: the preprocessing service transforms the instances for ``version``, the model predicts.
+
+        Returns the transform's parameters (instance ids, warnings) and the model's infer response.
+        """
         headers = self._headers(request_id)
         transformed = relay_or_raise(
             self.preprocessing.request(
                 "POST",
                 f"/v1/models/{name}/versions/{version}/transform",
-                body=raw_body,
+                body=body,
                 headers=headers,
                 deadline=deadline,
             )
@@ -139,7 +153,28 @@ class Router:
                 deadline=deadline,
             )
         )
-        return self._answer(name, version, request_id, parameters, inferred.json())
+        return parameters, inferred.json()
+
+    def predict(
+        self, name: str, raw_body: bytes, instances: list[Any] | None, request_id: str, deadline: float
+    ) -> dict[str, Any]:
+        """Run one predict request through preprocessing and the model; the contract's response body.
+
+        ``instances`` (the parsed list, when the body is exactly ``{"instances": [...]}``) lets the request
+        share a trip with concurrent ones for the same version; otherwise it travels alone.
+        """
+        artifacts.validate_name(name)
+        version = self.routing(name, request_id, deadline).choose()
+        outcome: Any = SOLO
+        if self.batcher is not None and instances:
+            outcome = self.batcher.submit(name, version, Entry(instances, raw_body, request_id, deadline))
+        if outcome is SOLO:
+            outcome = self.trip(name, version, raw_body, request_id, deadline)
+        parameters, result = outcome
+        try:
+            return self._answer(name, version, request_id, parameters, result)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+            raise UpstreamBadResponse("the model service's answer did not have the expected shape") from None
 
     def _answer(
         self, name: str, version: int, request_id: str, parameters: dict[str, Any], result: Any

@@ -46,7 +46,8 @@ port = _int(_port_variable, _default_port, 1, 65535)
 bind = [f"{os.environ.get('BIND_HOST', '127.0.0.1')}:{port}"]
 worker_class = "gthread"
 workers = _int("WEB_CONCURRENCY", 2, 1, 64)
-threads = _int("GUNICORN_THREADS", 4, 1, 64)
+# The gateway's threads mostly wait on its upstreams (and, with batching, on each other): it needs more.
+threads = _int("GUNICORN_THREADS", 16 if SERVICE == "gateway" else 4, 1, 256)
 # A worker that stays silent this long is killed and replaced; model loading runs in a thread, so it
 # never holds the worker's heartbeat.
 timeout = _int("GUNICORN_TIMEOUT", 30, 5, 600)

@@ -135,3 +135,8 @@ PREDICTIONS = Counter(
     "Instances predicted through the gateway, by model version and whether review was flagged.",
     ["model", "version", "review_required"],
 )
+BATCH_SIZE = Histogram(
+    "modelgate_gateway_batch_requests",
+    "Predict requests carried by one trip through the upstreams (adaptive batching in the gateway).",
+    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64),
+)

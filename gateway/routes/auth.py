@@ -68,7 +68,8 @@ def _credentials(params: dict[str, Any]) -> tuple[str, str]:
 def token() -> Response:
     """Exchange client credentials for an access token."""
     state = gateway()
-    decision = state.limiter.hit("token-endpoint:" + (request.remote_addr or "unknown"))
+    # Counted under the client's address, in a key space no token subject can reach (see RateLimiter.key).
+    decision = state.limiter.hit(request.remote_addr or "unknown", namespace="address")
     g.ratelimit = decision
     if not decision.allowed:
         raise TooManyRequests(f"too many token requests; retry in {decision.retry_after_seconds} s")

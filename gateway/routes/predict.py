@@ -25,4 +25,5 @@ def predict(name: str) -> dict[str, Any]:
     instances = body.get("instances") if isinstance(body, dict) else None
     if isinstance(instances, list) and len(instances) > state.settings.max_batch_rows:
         raise PayloadTooLarge(f"{len(instances)} instances exceed the limit of {state.settings.max_batch_rows}")
-    return state.router.predict(name, request.get_data(cache=True), g.request_id, deadline())
+    shareable = instances if isinstance(body, dict) and len(body) == 1 and isinstance(instances, list) else None
+    return state.router.predict(name, request.get_data(cache=True), shareable, g.request_id, deadline())

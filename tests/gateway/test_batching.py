@@ -1,0 +1,183 @@
+"""Adaptive batching in the gateway: requests share trips only when it is safe, and each gets its own answer."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import orjson
+import pytest
+
+from gateway.batching import SOLO, Batcher, Entry
+from gateway.upstreams import UpstreamUnavailable
+from shared.errors import GatewayTimeout, Relayed
+
+
+class Upstreams:
+    """Stands in for the transform+infer trip (the HTTP part is covered by the route tests): echoes each
+    instance's ``x`` as its prediction, slowly, and records every trip."""
+
+    def __init__(self, delay: float = 0.05, fail: BaseException | None = None) -> None:
+        self.delay = delay
+        self.fail = fail
+        self.trips: list[list[Any]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, name: str, version: int, body: bytes, request_id: str, deadline: float) -> Any:
+        instances = orjson.loads(body)["instances"]
+        with self.lock:
+            self.trips.append(instances)
+        time.sleep(self.delay)
+        if self.fail is not None:
+            raise self.fail
+        if any(i.get("bad") for i in instances):
+            raise Relayed(422, "Unprocessable Entity", "bad instance", "validation-error", {"instances": {}})
+        parameters = {
+            "instance_ids": [i.get("id") for i in instances],
+            "warnings": [
+                {"instance": n, "field": "x", "message": "odd"} for n, i in enumerate(instances) if i["x"] < 0
+            ],
+        }
+        result = {
+            "outputs": [
+                {
+                    "name": "label",
+                    "shape": [len(instances)],
+                    "datatype": "BYTES",
+                    "data": [str(i["x"]) for i in instances],
+                },
+                {
+                    "name": "probabilities",
+                    "shape": [len(instances), 2],
+                    "datatype": "FP64",
+                    "data": [p for i in instances for p in (i["x"] / 100, 1 - i["x"] / 100)],
+                },
+            ]
+        }
+        return parameters, result
+
+
+def entry(*xs: int, bad: bool = False, deadline: float = 5.0) -> Entry:
+    instances = [{"x": x, "id": f"id-{x}", **({"bad": True} if bad else {})} for x in xs]
+    return Entry(instances, orjson.dumps({"instances": instances}), f"req-{xs[0]}", time.monotonic() + deadline)
+
+
+def run_concurrently(batcher: Batcher, entries: list[Entry]) -> list[Any]:
+    results: list[Any] = [None] * len(entries)
+
+    def go(index: int) -> None:
+        try:
+            results[index] = batcher.submit("m", 1, entries[index])
+        except BaseException as exc:
+            results[index] = exc
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(len(entries))]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.002)  # arrive one after another, as requests do
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def test_an_idle_lane_sends_at_once_with_the_original_body() -> None:
+    upstream = Upstreams(delay=0.0)
+    one = entry(7)
+    started = time.monotonic()
+    parameters, result = Batcher(upstream, max_rows=100, max_inflight=1).submit("m", 1, one)
+    assert time.monotonic() - started < 0.05
+    assert upstream.trips == [one.instances]
+    assert result["outputs"][0]["data"] == ["7"]
+    assert parameters["instance_ids"] == ["id-7"]
+
+
+def test_concurrent_requests_share_trips_and_each_gets_its_own_rows() -> None:
+    upstream = Upstreams(delay=0.05)
+    batcher = Batcher(upstream, max_rows=100, max_inflight=1)
+    entries = [entry(n, n + 100) for n in range(1, 9)]
+    results = run_concurrently(batcher, entries)
+    assert len(upstream.trips) < len(entries)  # some requests travelled together
+    assert sorted(len(trip) for trip in upstream.trips) != [2] * len(entries)
+    for n, (parameters, result) in zip(range(1, 9), results, strict=True):
+        labels, probabilities = result["outputs"]
+        assert labels["data"] == [str(n), str(n + 100)]
+        assert labels["shape"] == [2]
+        assert probabilities["shape"] == [2, 2]
+        assert probabilities["data"] == [n / 100, 1 - n / 100, (n + 100) / 100, 1 - (n + 100) / 100]
+        assert parameters["instance_ids"] == [f"id-{n}", f"id-{n + 100}"]
+
+
+def test_warnings_are_renumbered_for_each_request() -> None:
+    upstream = Upstreams(delay=0.05)
+    batcher = Batcher(upstream, max_rows=100, max_inflight=1)
+    entries = [entry(1), entry(2, -3), entry(-4), entry(5)]
+    results = run_concurrently(batcher, entries)
+    assert [p["warnings"] for p, _ in results] == [
+        [],
+        [{"instance": 1, "field": "x", "message": "odd"}],
+        [{"instance": 0, "field": "x", "message": "odd"}],
+        [],
+    ]
+
+
+def test_trips_never_exceed_max_rows() -> None:
+    upstream = Upstreams(delay=0.03)
+    batcher = Batcher(upstream, max_rows=5, max_inflight=1)
+    results = run_concurrently(batcher, [entry(n, n, n) for n in range(1, 10)])
+    assert all(len(trip) <= 5 for trip in upstream.trips)
+    assert all(not isinstance(r, BaseException) for r in results)
+
+
+def test_a_client_error_in_a_shared_trip_sends_everyone_alone() -> None:
+    upstream = Upstreams(delay=0.05)
+    batcher = Batcher(upstream, max_rows=100, max_inflight=1)
+    entries = [entry(1), entry(2), entry(3, bad=True), entry(4), entry(5)]
+    results = run_concurrently(batcher, entries)
+    assert any(r is SOLO for r in results), "the bad request must have shared a trip for this test to mean anything"
+    for index, outcome in enumerate(results):
+        if index == 2:  # the bad one: sent back to go alone, or refused on its own
+            assert outcome is SOLO or isinstance(outcome, Relayed)
+        else:  # a good one: sent back to go alone, or answered; never given the bad one's error
+            assert outcome is SOLO or isinstance(outcome, tuple)
+
+
+def test_an_upstream_outage_reaches_every_request_of_the_trip() -> None:
+    failure = UpstreamUnavailable("model", "connection refused", 1.0)
+    batcher = Batcher(Upstreams(delay=0.05, fail=failure), max_rows=100, max_inflight=1)
+    results = run_concurrently(batcher, [entry(n) for n in range(1, 6)])
+    assert all(result is failure for result in results)
+
+
+def test_a_waiting_request_gives_up_at_its_own_deadline() -> None:
+    upstream = Upstreams(delay=0.6)
+    batcher = Batcher(upstream, max_rows=100, max_inflight=1)
+    slow = entry(1, deadline=5.0)
+    impatient = entry(2, deadline=0.2)
+    results: dict[str, Any] = {}
+
+    def first() -> None:
+        results["slow"] = batcher.submit("m", 1, slow)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    time.sleep(0.05)  # the first trip is in flight; the second request queues behind it
+    started = time.monotonic()
+    with pytest.raises(GatewayTimeout):
+        batcher.submit("m", 1, impatient)
+    assert time.monotonic() - started < 0.4
+    thread.join()
+    assert results["slow"][1]["outputs"][0]["data"] == ["1"]
+    assert [len(trip) for trip in upstream.trips] == [1]  # the impatient request never travelled
+
+
+def test_lanes_are_per_model_version() -> None:
+    upstream = Upstreams(delay=0.05)
+    batcher = Batcher(upstream, max_rows=100, max_inflight=1)
+    done: list[Any] = []
+    threads = [threading.Thread(target=lambda v=v: done.append(batcher.submit("m", v, entry(v)))) for v in (1, 2, 3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(len(trip) for trip in upstream.trips) == [1, 1, 1]
