@@ -288,6 +288,14 @@ class Transform:
             return np.ascontiguousarray(_as_float(self.compiled(self.block(records))))
         return self.sklearn(records)
 
+    def from_matrix(self, raw: np.ndarray) -> np.ndarray:
+        """Transform a float matrix of raw features in contract order (all-numeric contracts only)."""
+        if self.transformer is None:
+            return np.ascontiguousarray(raw)
+        if self.compiled is None:
+            raise Unsupported("no compiled transform")
+        return np.ascontiguousarray(_as_float(self.compiled(raw)))
+
     def verify(self, sample: list[dict[str, Any]]) -> None:
         """Keep the compiled path only if it equals scikit-learn on ``sample``; otherwise fall back."""
         if self.compiled is None or not sample:

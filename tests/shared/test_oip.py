@@ -387,3 +387,31 @@ def test_missing_values_encode_as_null_not_nan() -> None:
     tensor = encode_tensor("prediction", np.asarray([1.5, np.nan]))
     assert tensor["data"] == [1.5, None]
     json.dumps(tensor, allow_nan=False)  # valid JSON
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    rows=st.lists(
+        st.lists(
+            st.integers(-(2**70), 2**70) | st.floats(width=64) | st.none() | st.booleans(), min_size=3, max_size=3
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    nested=st.booleans(),
+    datatype=st.sampled_from(["FP32", "FP64"]),
+)
+def test_the_fast_number_path_agrees_with_the_careful_one(rows: list[list[Any]], nested: bool, datatype: str) -> None:
+    from shared.oip import _coerce, _fast_numbers
+
+    data: Any = rows if nested else [v for row in rows for v in row]
+    expected = len(rows) * 3
+    fast = _fast_numbers(data, datatype, expected)
+    try:
+        careful = _coerce([v for row in rows for v in row], datatype, "x")
+    except InferenceInputError:
+        assert fast is None
+        return
+    if fast is not None:
+        assert fast.dtype == careful.dtype
+        np.testing.assert_array_equal(fast, careful)
