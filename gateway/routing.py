@@ -142,8 +142,6 @@ class Router:
                 deadline=deadline,
             )
         )
-        infer_request = transformed.json()
-        parameters = infer_request.get("parameters", {}) if isinstance(infer_request, dict) else {}
         inferred = relay_or_raise(
             self.model.request(
                 "POST",
@@ -153,7 +151,11 @@ class Router:
                 deadline=deadline,
             )
         )
-        return parameters, inferred.json()
+        result = inferred.json()
+        # The model service echoes the request's instance ids and warnings: the transform's (large) body
+        # goes through the gateway as bytes and is never parsed here.
+        parameters = result.get("parameters", {}) if isinstance(result, dict) else {}
+        return parameters, result
 
     def predict(
         self, name: str, raw_body: bytes, instances: list[Any] | None, request_id: str, deadline: float
@@ -224,7 +226,11 @@ class Router:
                 predictions[row] = item = {"id": ids[row], **item}
             if row in warnings_by_row:
                 item["warnings"] = warnings_by_row[row]
-            PREDICTIONS.labels(name, str(version), str(item["review_required"]).lower()).inc()
+        flagged_count = sum(1 for item in predictions if item["review_required"])
+        if flagged_count:
+            PREDICTIONS.labels(name, str(version), "true").inc(flagged_count)
+        if len(predictions) > flagged_count:
+            PREDICTIONS.labels(name, str(version), "false").inc(len(predictions) - flagged_count)
         return {"model": name, "version": str(version), "request_id": request_id, "predictions": predictions}
 
     def models(self, request_id: str, deadline: float) -> dict[str, Any]:

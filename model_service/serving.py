@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 #: Name of the single input tensor that carries already-transformed features (from the preprocessing
 #: service); it must come with ``parameters.contract_fingerprint`` of the version that will run.
 PREPROCESSED_INPUT = "preprocessed"
+#: Request parameters copied into the infer response.
+ECHOED_PARAMETERS = ("instance_ids", "warnings")
 #: Longest a request waits for the worker's first load pass before it is answered 503.
 STARTUP_WAIT_SECONDS = 15.0
 #: Seconds before a version that failed to load is tried again.
@@ -324,9 +326,19 @@ class ModelServer:
             "model_name": name,
             "model_version": label,
             "id": request.id or request_id,
-            "parameters": {"runtime": model.runtime.name, "contract_fingerprint": model.fingerprint},
+            "parameters": self._response_parameters(model, request),
             "outputs": outputs,
         }
+
+    @staticmethod
+    def _response_parameters(model: LoadedModel, request: InferRequest) -> dict[str, Any]:
+        """The runtime and contract, plus the request's ``instance_ids`` and ``warnings`` when it had them
+        (the preprocessing service puts them there; echoing them saves a caller from parsing the request)."""
+        parameters: dict[str, Any] = {"runtime": model.runtime.name, "contract_fingerprint": model.fingerprint}
+        for key in ECHOED_PARAMETERS:
+            if key in request.parameters:
+                parameters[key] = request.parameters[key]
+        return parameters
 
     def _features(self, model: LoadedModel, request: InferRequest) -> np.ndarray:
         """The final estimator's input: the preprocessed tensor as sent, or raw features transformed here."""

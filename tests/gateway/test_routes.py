@@ -63,7 +63,13 @@ def inferred(version: int, rows: int = 3) -> dict[str, Any]:
         "model_name": "iris",
         "model_version": str(version),
         "id": "ignored",
-        "parameters": {"runtime": "onnx", "contract_fingerprint": "f" * 64},
+        # The model service echoes the transform's instance ids and warnings (serving.ECHOED_PARAMETERS).
+        "parameters": {
+            "runtime": "onnx",
+            "contract_fingerprint": "f" * 64,
+            "instance_ids": ["a", None, "c"][:rows],
+            "warnings": [OUT_OF_RANGE] if rows > 1 else [],
+        },
         "outputs": [
             {"name": "label", "shape": [rows], "datatype": "BYTES", "data": labels},
             {
@@ -200,7 +206,13 @@ def test_regression_answers_have_no_probabilities(services: Services) -> None:
     services.model.on(
         "POST",
         "/v2/models/iris/versions/1/infer",
-        Reply(200, {"outputs": [{"name": "prediction", "shape": [3], "datatype": "FP64", "data": [1.5, 2.5, 3.5]}]}),
+        Reply(
+            200,
+            {
+                "parameters": {"instance_ids": ["a", None, "c"], "warnings": [OUT_OF_RANGE]},
+                "outputs": [{"name": "prediction", "shape": [3], "datatype": "FP64", "data": [1.5, 2.5, 3.5]}],
+            },
+        ),
     )
 
     predictions = services.predict().get_json()["predictions"]

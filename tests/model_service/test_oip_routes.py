@@ -346,3 +346,13 @@ def test_parity_sample_is_signed(registry_root: Path, registry: Registry) -> Non
     metadata_file.write_text(json.dumps(tampered))
     with pytest.raises(artifacts.SignatureMismatch):
         registry.load("penguins", 1)
+
+
+def test_instance_ids_and_warnings_are_echoed_from_the_request(client: FlaskClient, registry: Registry) -> None:
+    body = TestPreprocessedInput().body(registry)
+    warnings = [{"instance": 1, "field": "body_mass_g", "message": "outside"}]
+    body["parameters"].update(instance_ids=["a", None, 3], warnings=warnings, transform="compiled")
+    answer = infer(client, "/v2/models/penguins/infer", body).get_json()
+    assert answer["parameters"]["instance_ids"] == ["a", None, 3]
+    assert answer["parameters"]["warnings"] == warnings
+    assert "transform" not in answer["parameters"]
