@@ -409,9 +409,11 @@ def raw_records(model: LoadedModel, request: InferRequest) -> list[dict[str, Any
             if value is None:
                 if not spec["nullable"]:
                     problems.setdefault(name, []).append(f"row {row}: must not be null")
-            elif spec["type"] == "category" and value not in spec["categories"]:
-                allowed = ", ".join(spec["categories"][:20])
-                problems.setdefault(name, []).append(f"row {row}: {value[:50]!r} is not one of {allowed}")
+            elif spec["type"] == "category":
+                if value not in spec["categories"]:
+                    allowed = ", ".join(spec["categories"][:20])
+                    problems.setdefault(name, []).append(f"row {row}: {value[:50]!r} is not one of {allowed}")
+                value = (spec.get("model_values") or {}).get(value, value)
             cleaned.append(value)
         columns[name] = cleaned
     if problems:

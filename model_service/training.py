@@ -18,7 +18,7 @@ import numpy as np
 
 from model_service.registry import Registry
 from model_service.runtimes import convert_to_onnx
-from shared.contracts import fingerprint, learn_contract
+from shared.contracts import fingerprint, learn_contract, whitespace_clashes
 from shared.errors import ModelgateError
 from shared.pipeline import library_versions, split_pipeline, to_dense_float
 
@@ -212,6 +212,11 @@ def register_model(
         except (AttributeError, ValueError, TypeError):
             transformed_names = None
 
+    clashes = whitespace_clashes(features)
+    if clashes:
+        raise RegistrationError(
+            f"training values differ only in surrounding whitespace in {', '.join(clashes)}; clean the data"
+        )
     contract = learn_contract(features)
     metadata: dict[str, Any] = {
         "task": task,

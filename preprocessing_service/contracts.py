@@ -62,9 +62,12 @@ class StrictBoolean(fields.Field):
 class Text(fields.Field):
     """A JSON string with surrounding whitespace stripped; for categories, one of the allowed values."""
 
-    def __init__(self, *, choices: list[str] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *, choices: list[str] | None = None, model_values: dict[str, str] | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.choices = set(choices) if choices is not None else None
+        self.model_values = model_values or {}
         self.shown = ", ".join(choices[:20]) + (", ..." if choices and len(choices) > 20 else "") if choices else ""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
@@ -76,7 +79,7 @@ class Text(fields.Field):
         if self.choices is not None and stripped not in self.choices:
             shown = stripped if len(stripped) <= 40 else stripped[:37] + "..."
             raise ValidationError(f"{shown!r} is not one of: {self.shown}.")
-        return stripped
+        return self.model_values.get(stripped, stripped)
 
 
 class InstanceId(fields.Field):
@@ -111,7 +114,7 @@ def feature_field(feature: dict[str, Any]) -> fields.Field:
     if kind == "boolean":
         return StrictBoolean(**common)
     if kind == "category":
-        return Text(choices=list(feature["categories"]), **common)
+        return Text(choices=list(feature["categories"]), model_values=feature.get("model_values"), **common)
     return Text(**common)
 
 
@@ -203,6 +206,7 @@ def fast_loader(contract: dict[str, Any], unknown: str = "raise") -> InstanceLoa
             f["type"],
             bool(f["nullable"]),
             frozenset(f["categories"]) if f["type"] == "category" else None,
+            f.get("model_values") or {},
         )
         for f in contract["features"]
     ]
@@ -220,7 +224,7 @@ def fast_loader(contract: dict[str, Any], unknown: str = "raise") -> InstanceLoa
             if refuse_unknown and not allowed.issuperset(instance):
                 return None
             record: dict[str, Any] = {}
-            for name, kind, nullable, categories in features:
+            for name, kind, nullable, categories, model_values in features:
                 if name not in instance:
                     return None
                 value = instance[name]
@@ -254,7 +258,7 @@ def fast_loader(contract: dict[str, Any], unknown: str = "raise") -> InstanceLoa
                     stripped = value.strip()
                     if categories is not None and stripped not in categories:
                         return None
-                    record[name] = stripped
+                    record[name] = model_values.get(stripped, stripped) if model_values else stripped
             if not id_is_feature and INSTANCE_ID in instance:
                 given = instance[INSTANCE_ID]
                 if given is not None:

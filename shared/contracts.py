@@ -8,7 +8,9 @@ A contract is plain JSON, stored in the version's signed ``metadata.json``::
 
 Types: ``number`` (float), ``integer``, ``boolean``, ``category`` (strings from a closed set, listed in
 ``categories``) and ``string`` (free text). ``reference`` is the training distribution (deciles for
-numbers, frequencies for categories) that drift detection compares live traffic against. The fingerprint
+numbers, frequencies for categories) that drift detection compares live traffic against. A category whose
+training values carried stray whitespace lists them in ``model_values`` (clean value -> the value the model
+was fitted on), so the clean value a client sends reaches the model as the model knows it. The fingerprint
 is a hash of everything that decides what the model receives, so a request built for one contract is
 recognised as such by a model version with another (the training/serving skew guard).
 """
@@ -67,11 +69,25 @@ def learn_feature(name: str, values: pd.Series) -> dict[str, Any]:
     elif ptypes.is_numeric_dtype(values.dtype):
         entry["type"] = "number"
     else:
-        strings = present.astype(str).str.strip()
+        raw = present.astype(str)
+        strings = raw.str.strip()
         distinct = sorted(set(strings))
         if len(distinct) <= MAX_CATEGORIES:
             entry["type"] = "category"
             entry["categories"] = distinct
+            # Training values with stray whitespace: clients send the clean value, the model gets the value
+            # it was fitted on (the most frequent spelling, if several; registration refuses that case).
+            spelled = raw[raw != strings]
+            padded: dict[str, str] = {}
+            if spelled.size:
+                for clean, counts in raw.groupby(strings.to_numpy()).value_counts().groupby(level=0):
+                    # Most frequent spelling; on a tie the clean one, then the first in sort order.
+                    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0][1] != clean, item[0][1]))
+                    value = str(ranked[0][0][1])
+                    if value != clean:
+                        padded[str(clean)] = value
+            if padded:
+                entry["model_values"] = dict(sorted(padded.items()))
             counts = strings.value_counts(normalize=True)
             entry["reference"] = {"frequencies": {k: round(float(counts[k]), 6) for k in distinct}}
         else:
@@ -83,6 +99,19 @@ def learn_feature(name: str, values: pd.Series) -> dict[str, Any]:
     return entry
 
 
+def whitespace_clashes(frame: pd.DataFrame) -> list[str]:
+    """Text columns where two training values differ only in surrounding whitespace (``"Dream"``, ``" Dream"``):
+    the model learned them apart, but a client cannot say which one it means."""
+    clashes = []
+    for column in frame.columns:
+        values = frame[column].dropna()
+        if values.size and values.map(lambda v: isinstance(v, str)).all():
+            raw = values.astype(str)
+            if raw.groupby(raw.str.strip().to_numpy()).nunique().max() > 1:
+                clashes.append(str(column))
+    return clashes
+
+
 def learn_contract(frame: pd.DataFrame) -> dict[str, Any]:
     """The feature contract of a training frame (target column already removed), in column order."""
     return {"features": [learn_feature(str(column), frame[column]) for column in frame.columns]}
@@ -91,7 +120,7 @@ def learn_contract(frame: pd.DataFrame) -> dict[str, Any]:
 def fingerprint(contract: dict[str, Any]) -> str:
     """sha256 over what decides the model's input: names, order, types, nullability and categories."""
     essential = [
-        {key: feature.get(key) for key in ("name", "type", "required", "nullable", "categories")}
+        {key: feature.get(key) for key in ("name", "type", "required", "nullable", "categories", "model_values")}
         for feature in contract["features"]
     ]
     return hashlib.sha256(json.dumps(essential, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

@@ -180,3 +180,16 @@ def test_a_boolean_column_with_missing_values_stays_boolean() -> None:
     entry = learn_feature("flag", pd.Series([True, None, False], dtype=object))
     assert entry["type"] == "boolean"
     assert entry["nullable"] is True
+
+
+def test_padded_training_values_are_remembered_for_the_model() -> None:
+    from shared.contracts import learn_feature, whitespace_clashes
+
+    padded = learn_feature("island", pd.Series([" Torgersen ", " Torgersen ", "Dream"]))
+    assert padded["categories"] == ["Dream", "Torgersen"]
+    assert padded["model_values"] == {"Torgersen": " Torgersen "}
+    tie = learn_feature("island", pd.Series([" Dream", "Dream", "Biscoe "]))
+    assert tie["model_values"] == {"Biscoe": "Biscoe "}  # "Dream" is spelled clean as often as not
+    assert "model_values" not in learn_feature("island", pd.Series(["Dream", "Biscoe"]))
+    frame = pd.DataFrame({"island": [" Dream", "Dream"], "sex": ["male", "female"], "x": [1.0, 2.0]})
+    assert whitespace_clashes(frame) == ["island"]
