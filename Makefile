@@ -6,8 +6,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+PROMTOOL := $(BIN)/promtool
 
-.PHONY: help install lock test unit lint format demo serve-model serve-preprocessing up down token bench clean
+.PHONY: help install tools lock test unit lint format demo serve-model serve-preprocessing up down token bench images clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -20,6 +21,12 @@ $(STAMP): pyproject.toml requirements/lock.txt
 
 install: $(STAMP) ## create .venv and install the project with its locked dependencies
 
+# promtool, from the distribution's prometheus package, unpacked into .venv/bin (only when missing).
+$(PROMTOOL): | $(STAMP)
+	compose/install-promtool.sh $@
+
+tools: $(STAMP) $(PROMTOOL) ## install what the deployment checks need (hadolint & co. come with install)
+
 lock: $(STAMP) ## re-pin every dependency from pyproject.toml into requirements/lock.txt (+ the images' runtime.txt)
 	$(BIN)/python -m pip install --quiet "uv==0.13.8"
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --python-platform linux \
@@ -28,30 +35,31 @@ lock: $(STAMP) ## re-pin every dependency from pyproject.toml into requirements/
 	$(BIN)/uv pip compile pyproject.toml --constraint requirements/lock.txt --generate-hashes \
 		--python-version 3.11 --python-platform linux --no-header -o requirements/runtime.txt
 
-lint: $(STAMP) ## ruff and mypy; fails on any finding
+lint: $(STAMP) $(PROMTOOL) ## ruff, mypy and the deployment checks (compose/lint.sh); fails on any finding
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/mypy --strict compose/local/stack.py
+	compose/lint.sh all
 
 format: $(STAMP) ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-unit: $(STAMP) ## the test suite without the lint step
+unit: $(STAMP) $(PROMTOOL) ## the test suite without the lint step
 	$(BIN)/pytest
 
 test: $(STAMP) lint unit ## from a fresh clone: install, lint, run the whole suite
 
 up: $(STAMP) ## start the whole stack (docker compose with an engine, else local gunicorn processes) and wait until ready
 	@if [ -f docker-compose.yml ] && docker info >/dev/null 2>&1; then \
-		docker compose up --detach --wait; \
+		compose/compose.sh up --detach --wait --build; \
 	else \
 		$(BIN)/python compose/local/stack.py up; \
 	fi
 
 down: ## stop what make up started, either way
-	@if [ -f docker-compose.yml ] && docker info >/dev/null 2>&1; then docker compose down; fi
+	@if [ -f docker-compose.yml ] && docker info >/dev/null 2>&1 && [ -x $(BIN)/python ]; then compose/compose.sh down; fi
 	@if [ -x $(BIN)/python ]; then $(BIN)/python compose/local/stack.py down; fi
 
 SUB ?= local-user
@@ -72,6 +80,11 @@ serve-model: demo ## run the model service alone, in the foreground, on MODEL_PO
 
 serve-preprocessing: demo ## run the preprocessing service alone, in the foreground, on PREPROCESSING_PORT (8001)
 	MODELGATE_SERVICE=preprocessing $(BIN)/gunicorn --config python:shared.gunicorn_conf preprocessing_service.wsgi:app
+
+images: ## build the three service images (needs a Docker engine)
+	for target in gateway preprocessing model; do \
+		docker build --target $$target --tag modelgate-$$target:$$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml) . || exit 1; \
+	done
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
