@@ -26,7 +26,6 @@ import numpy as np
 from model_service.deployments import Deployment
 from model_service.runtimes import OnnxRuntime, Prediction, Runtime, SklearnRuntime, compare
 from shared import artifacts
-from shared.contracts import fingerprint
 from shared.errors import ArtifactError, Conflict, InferenceInputError, InvalidName, ModelNotFound
 from shared.pipeline import library_versions, records_frame, split_pipeline, to_dense_float
 
@@ -89,14 +88,6 @@ class LoadedModel:
         public["runtime"] = {"name": self.runtime.name, "note": self.runtime_note}
         public["warnings"] = list(self.warnings)
         return public
-
-
-def _check_identity(name: str, version: int, metadata: dict[str, Any]) -> None:
-    """Signed metadata that belongs in this folder, with a feature contract matching its fingerprint."""
-    if metadata.get("name") != name or metadata.get("version") != version:
-        raise ArtifactError("metadata names another model or version (a copied folder?)")
-    if fingerprint(metadata["contract"]) != metadata.get("contract_fingerprint"):
-        raise ArtifactError("feature contract does not match its fingerprint")
 
 
 class Registry:
@@ -187,7 +178,7 @@ class Registry:
             raise ModelNotFound(name, version)
         try:
             metadata, _ = artifacts.verify_files(directory, self.key)
-            _check_identity(name, int(version), metadata)
+            artifacts.check_identity(name, int(version), metadata)
         except ArtifactError as exc:
             raise type(exc)(f"version {version} of model {name!r} failed verification: {exc.detail}") from None
         return metadata
@@ -250,7 +241,7 @@ class Registry:
             raise ModelNotFound(name, version)
         verified = artifacts.load_version(directory, self.key)
         metadata = verified.metadata
-        _check_identity(name, int(version), metadata)
+        artifacts.check_identity(name, int(version), metadata)
         transformer, estimator = split_pipeline(verified.estimator)
         warnings = []
         trained_with = metadata.get("libraries", {})

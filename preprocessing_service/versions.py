@@ -27,7 +27,6 @@ from preprocessing_service.contracts import (
 )
 from preprocessing_service.transforms import Transform, UnknownCategory
 from shared import artifacts
-from shared.contracts import fingerprint
 from shared.errors import (
     ArtifactError,
     ModelNotFound,
@@ -269,10 +268,7 @@ class Preprocessors:
         try:
             verified = artifacts.load_version(directory, self.key)
             metadata = verified.metadata
-            if metadata.get("name") != name or metadata.get("version") != version:
-                raise ArtifactError("metadata names another model or version (a copied folder?)")
-            if fingerprint(metadata["contract"]) != metadata.get("contract_fingerprint"):
-                raise ArtifactError("feature contract does not match its fingerprint")
+            artifacts.check_identity(name, version, metadata)
             transformer, _ = split_pipeline(verified.estimator)
             preprocessor = Preprocessor(
                 name,

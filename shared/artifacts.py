@@ -146,6 +146,18 @@ def verify_files(directory: Path, key: bytes) -> tuple[dict[str, Any], dict[str,
     return metadata, contents
 
 
+def check_identity(name: str, version: int, metadata: dict[str, Any]) -> None:
+    """Signed metadata that belongs in this folder (not a copy of another version), with a feature contract
+    matching its fingerprint. Both services call it on every version they load."""
+    from shared.contracts import fingerprint
+
+    if metadata.get("name") != name or metadata.get("version") != version:
+        raise ArtifactError("metadata names another model or version (a copied folder?)")
+    contract = metadata.get("contract")
+    if not isinstance(contract, dict) or fingerprint(contract) != metadata.get("contract_fingerprint"):
+        raise ArtifactError("feature contract does not match its fingerprint")
+
+
 def load_version(directory: Path, key: bytes) -> VerifiedArtifact:
     """Verify signature and hashes, then unpickle. Raises ``ArtifactError`` (or a subclass) otherwise."""
     import joblib
