@@ -30,7 +30,7 @@ from shared.metrics import BATCH_SIZE
 #: Marks a request that must be sent again on its own.
 SOLO = object()
 
-Send = Callable[[str, int, bytes, str, float], tuple[dict[str, Any], dict[str, Any]]]
+Send = Callable[[str, int, bytes, str, float, list[str]], tuple[dict[str, Any], dict[str, Any]]]
 
 
 @dataclass(eq=False)
@@ -102,9 +102,22 @@ class Batcher:
             woken = remaining > 0 and entry.wake.wait(remaining)
             with lane.lock:
                 entry.wake.clear()
-                if entry.lead is not None:  # carry it even if late: other requests are in it
+                if entry.lead is not None:
                     batch, entry.lead = entry.lead, None
-                    continue
+                    if time.monotonic() < entry.deadline:
+                        continue
+                    # Too late to carry it ourselves: hand the batch to a request in it that still has time.
+                    now = time.monotonic()
+                    others = [e for e in batch if e is not entry and e.deadline > now]
+                    if others:
+                        others[0].lead = others
+                        others[0].wake.set()
+                    elif lane.pending:
+                        lane.pending[0].lead = self._take(lane)
+                        lane.pending[0].wake.set()
+                    else:
+                        lane.inflight -= 1
+                    raise GatewayTimeout("the request deadline passed while it waited for its batch")
                 if entry.done:
                     return self._outcome(entry)
                 if not woken:
@@ -134,15 +147,16 @@ class Batcher:
 
     def _carry(self, name: str, version: int, batch: list[Entry]) -> None:
         BATCH_SIZE.observe(len(batch))
-        # The trip may run as long as the most patient request allows; each request still waits only as
-        # long as its own deadline allows.
-        deadline = max(e.deadline for e in batch)
+        # No request waits past its own deadline, so the trip gets the earliest of them.
+        deadline = min(e.deadline for e in batch)
         if len(batch) == 1:
             body = batch[0].raw_body
         else:
             body = orjson.dumps({"instances": [i for e in batch for i in e.instances]})
         try:
-            parameters, result = self.send(name, version, body, batch[0].request_id, deadline)
+            # Every request's id travels with the trip, so each appears in the upstreams' logs.
+            request_ids = [e.request_id for e in batch]
+            parameters, result = self.send(name, version, body, batch[0].request_id, deadline, request_ids)
         except Relayed as exc:
             if len(batch) > 1 and 400 <= exc.relayed_status < 500:
                 for entry in batch:

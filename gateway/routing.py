@@ -22,6 +22,7 @@ from gateway.upstreams import Response, Upstream, UpstreamBadResponse
 from shared import artifacts
 from shared.errors import Relayed
 from shared.metrics import PREDICTIONS
+from shared.service import BATCH_IDS_HEADER
 
 #: Upstream statuses passed on to the client unchanged; anything else is the gateway's 502.
 RELAYED_STATUSES = frozenset({400, 404, 405, 409, 413, 415, 422, 503})
@@ -39,7 +40,11 @@ def relay_or_raise(response: Response) -> Response:
         if not isinstance(body, dict):
             body = {}
         slug = str(body.get("type", "")).rsplit(":", 1)[-1] or "upstream-error"
-        headers = {"Retry-After": response.headers["retry-after"]} if "retry-after" in response.headers else {}
+        headers = {
+            name: response.headers[name.lower()]
+            for name in ("Retry-After", "Allow")
+            if name.lower() in response.headers
+        }
         raise Relayed(
             response.status,
             str(body.get("title") or "Upstream Error"),
@@ -126,13 +131,22 @@ class Router:
         return routing
 
     def trip(
-        self, name: str, version: int, body: bytes, request_id: str, deadline: float
+        self,
+        name: str,
+        version: int,
+        body: bytes,
+        request_id: str,
+        deadline: float,
+        batch_ids: list[str] | None = None,
     ) -> tuple[dict[str, Any], Any]:
         """One trip: the preprocessing service transforms the instances for ``version``, the model predicts.
 
-        Returns the transform's parameters (instance ids, warnings) and the model's infer response.
+        Returns the transform's parameters (instance ids, warnings) and the model's infer response. A shared
+        trip lists every request's id in ``X-Batch-Request-IDs``, so each appears in the upstreams' logs.
         """
         headers = self._headers(request_id)
+        if batch_ids and len(batch_ids) > 1:
+            headers[BATCH_IDS_HEADER] = ",".join(batch_ids)
         transformed = relay_or_raise(
             self.preprocessing.request(
                 "POST",
@@ -274,11 +288,20 @@ class Router:
         return answer
 
     def forward(
-        self, upstream: Upstream, method: str, path: str, body: bytes | None, request_id: str, deadline: float
+        self,
+        upstream: Upstream,
+        method: str,
+        path: str,
+        body: bytes | None,
+        request_id: str,
+        deadline: float,
+        idempotent: bool = True,
     ) -> Response:
         """Pass a request through to an upstream (the ``/v2`` protocol, admin operations)."""
         return relay_or_raise(
-            upstream.request(method, path, body=body, headers=self._headers(request_id), deadline=deadline)
+            upstream.request(
+                method, path, body=body, headers=self._headers(request_id), deadline=deadline, idempotent=idempotent
+            )
         )
 
     def forget(self, name: str) -> None:

@@ -99,6 +99,11 @@ class Address:
     calls: itertools.count = field(default_factory=itertools.count)
 
 
+def _model_not_ready(response: Response) -> bool:
+    """A 503 that is the model service's "this version is not ready", not the service failing."""
+    return b"urn:modelgate:problem:model-not-ready" in response.body[:512]
+
+
 class CircuitBreaker:
     """Closed -> open after ``threshold`` consecutive failures -> one trial call after ``open_seconds``."""
 
@@ -200,9 +205,21 @@ class Upstream:
         return healthy + [a for a in rotated if a.ejected_until > now]
 
     def request(
-        self, method: str, path: str, *, body: bytes | None, headers: dict[str, str], deadline: float
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None,
+        headers: dict[str, str],
+        deadline: float,
+        idempotent: bool = True,
     ) -> Response:
-        """One call, within ``deadline`` (a ``time.monotonic()`` instant). Raises an ``UpstreamError``."""
+        """One call, within ``deadline`` (a ``time.monotonic()`` instant). Raises an ``UpstreamError``.
+
+        A connection that could not be made is always tried on the next address. A connection dropped after
+        the request went out is tried again only for ``idempotent`` calls (transforms, inference, reads):
+        an admin operation must never run twice.
+        """
         self.breaker.before()
         started = time.monotonic()
         last_reason = "no address"
@@ -233,9 +250,19 @@ class Upstream:
                 UPSTREAM_REQUESTS.labels(self.name, "timeout").inc()
                 UPSTREAM_LATENCY.labels(self.name).observe(time.monotonic() - started)
                 raise UpstreamTimeout(self.name) from None
-            except (NewConnectionError, ConnectTimeoutError, ProtocolError) as exc:
-                last_reason = "connection refused" if isinstance(exc, NewConnectionError) else type(exc).__name__
+            except (NewConnectionError, ConnectTimeoutError) as exc:
+                last_reason = "connection refused" if isinstance(exc, NewConnectionError) else "connect timeout"
                 self._failed(address)
+                continue
+            except ProtocolError:
+                self._failed(address)
+                if not idempotent:
+                    self.breaker.failure()
+                    UPSTREAM_REQUESTS.labels(self.name, "dropped").inc()
+                    raise UpstreamBadResponse(
+                        f"the {self.name} service dropped the connection; the operation may or may not have run"
+                    ) from None
+                last_reason = "connection dropped"
                 continue
             except HTTPError as exc:
                 last_reason = type(exc).__name__
@@ -246,9 +273,11 @@ class Upstream:
             response = Response(raw.status, {k.lower(): v for k, v in raw.headers.items()}, raw.data)
             UPSTREAM_LATENCY.labels(self.name).observe(time.monotonic() - started)
             UPSTREAM_REQUESTS.labels(self.name, f"{raw.status // 100}xx").inc()
-            if response.status in (502, 503, 504):
+            if response.status in (500, 502, 504) or (response.status == 503 and not _model_not_ready(response)):
                 self.breaker.failure()
             else:
+                # Alive and answering, including "this model is not ready" (a client can ask for that one on
+                # purpose: it must not open the circuit for everyone else).
                 self.breaker.success()
             return response
         UPSTREAM_LATENCY.labels(self.name).observe(time.monotonic() - started)

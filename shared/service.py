@@ -16,12 +16,15 @@ from flask.json.provider import DefaultJSONProvider
 
 from shared.errors import MalformedJSON, PayloadTooLarge, UnsupportedMediaType, register_error_handlers
 from shared.health import ReadinessProbe, health_blueprint
-from shared.logging import accept_request_id, request_id_var
+from shared.logging import REQUEST_ID_PATTERN, accept_request_id, request_id_var
 from shared.metrics import HTTP_LATENCY, HTTP_REQUESTS, render_metrics
 
 access_log = logging.getLogger("modelgate.access")
 
 REQUEST_ID_HEADER = "X-Request-ID"
+#: Sent by the gateway with a batched trip: the ids of every request in it (logged with the trip).
+BATCH_IDS_HEADER = "X-Batch-Request-IDs"
+MAX_BATCH_IDS = 256
 
 
 def init_service(app: Flask, service: str, readiness: ReadinessProbe, max_body_bytes: int) -> None:
@@ -44,17 +47,20 @@ def init_service(app: Flask, service: str, readiness: ReadinessProbe, max_body_b
         route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
         HTTP_REQUESTS.labels(service, route, request.method, str(response.status_code)).inc()
         HTTP_LATENCY.labels(service, route, request.method).observe(elapsed)
-        if route not in ("/metrics", "/health"):
-            access_log.info(
-                "request",
-                extra={
-                    "method": request.method,
-                    "path": request.path[:200],
-                    "route": route,
-                    "status": response.status_code,
-                    "duration_ms": round(elapsed * 1000, 3),
-                },
-            )
+        if route not in ("/metrics", "/health") and access_log.isEnabledFor(logging.INFO):
+            fields: dict[str, object] = {
+                "method": request.method,
+                "path": request.path[:200],
+                "route": route,
+                "status": response.status_code,
+                "duration_ms": round(elapsed * 1000, 3),
+            }
+            batch = request.headers.get(BATCH_IDS_HEADER)
+            if batch:
+                ids = [i for i in batch.split(",")[:MAX_BATCH_IDS] if REQUEST_ID_PATTERN.fullmatch(i)]
+                if ids:
+                    fields["request_ids"] = ids
+            access_log.info("request", extra=fields)
         return response
 
     @app.teardown_request

@@ -22,7 +22,7 @@ def _forward(name: str, action: str) -> dict[str, Any]:
         body = request.get_data(cache=True)
     state = gateway()
     answer = state.router.forward(
-        state.router.model, "POST", f"/v1/models/{name}/{action}", body, g.request_id, deadline()
+        state.router.model, "POST", f"/v1/models/{name}/{action}", body, g.request_id, deadline(), idempotent=False
     )
     state.router.forget(name)
     return dict(answer.json())

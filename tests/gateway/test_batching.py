@@ -22,12 +22,16 @@ class Upstreams:
         self.delay = delay
         self.fail = fail
         self.trips: list[list[Any]] = []
+        self.request_ids: list[list[str]] = []
         self.lock = threading.Lock()
 
-    def __call__(self, name: str, version: int, body: bytes, request_id: str, deadline: float) -> Any:
+    def __call__(
+        self, name: str, version: int, body: bytes, request_id: str, deadline: float, request_ids: list[str]
+    ) -> Any:
         instances = orjson.loads(body)["instances"]
         with self.lock:
             self.trips.append(instances)
+            self.request_ids.append(request_ids)
         time.sleep(self.delay)
         if self.fail is not None:
             raise self.fail
@@ -181,3 +185,29 @@ def test_lanes_are_per_model_version() -> None:
     for thread in threads:
         thread.join()
     assert sorted(len(trip) for trip in upstream.trips) == [1, 1, 1]
+
+
+def test_every_request_id_travels_with_its_trip() -> None:
+    upstream = Upstreams(delay=0.05)
+    batcher = Batcher(upstream, max_rows=100, max_inflight=1)
+    entries = [entry(n) for n in range(1, 7)]
+    run_concurrently(batcher, entries)
+    assert sorted(i for ids in upstream.request_ids for i in ids) == sorted(e.request_id for e in entries)
+    for trip, ids in zip(upstream.trips, upstream.request_ids, strict=True):
+        assert [f"req-{i['x']}" for i in trip] == ids
+
+
+def test_a_trip_never_outlives_the_earliest_deadline_in_it() -> None:
+    seen: list[float] = []
+
+    def send(name: str, version: int, body: bytes, request_id: str, deadline: float, ids: list[str]) -> Any:
+        seen.append(deadline)
+        time.sleep(0.3)
+        return Upstreams(delay=0.0)(name, version, body, request_id, deadline, ids)
+
+    batcher = Batcher(send, max_rows=100, max_inflight=1)
+    first, patient, hurried = entry(1, deadline=5.0), entry(2, deadline=5.0), entry(3, deadline=2.0)
+    run_concurrently(batcher, [first, patient, hurried])  # the last two queue behind the first trip
+    assert len(seen) == 2
+    assert seen[0] == first.deadline
+    assert seen[1] == hurried.deadline  # the shared trip takes the earliest deadline of its requests

@@ -342,3 +342,42 @@ def test_client_errors_do_not_open_the_circuit(
 
     assert [call(upstream).status for _ in range(5)] == [422] * 5
     assert upstream.breaker.state == "closed"
+
+
+def test_an_admin_call_dropped_after_sending_is_never_sent_again(
+    make_upstream: Callable[..., Upstream], start_server: Callable[..., FakeServer]
+) -> None:
+    dropper, other = start_server(Reply(drop=True)), start_server(OK)
+    upstream = make_upstream([dropper.url, other.url])
+    with pytest.raises(UpstreamBadResponse, match="may or may not have run"):
+        upstream.request(
+            "POST", "/v1/models/m/rollback", body=b"{}", headers={}, deadline=time.monotonic() + 2, idempotent=False
+        )
+    assert len(dropper.requests) == 1
+    assert other.requests == []  # a rollback must not run twice
+
+
+def test_a_model_that_is_not_ready_does_not_open_the_circuit(
+    make_upstream: Callable[..., Upstream], start_server: Callable[..., FakeServer]
+) -> None:
+    not_ready = Reply(503, {"type": "urn:modelgate:problem:model-not-ready", "title": "Service Unavailable"})
+    server = start_server(not_ready)
+    upstream = make_upstream([server.url], circuit_threshold=2)
+    for _ in range(5):  # a client asking again and again for a broken version
+        assert call(upstream).status == 503
+    assert upstream.breaker.state == "closed"
+    server.routes.clear()
+    server.default = Reply(503, {"type": "urn:modelgate:problem:unavailable"})
+    for _ in range(2):
+        call(upstream)
+    assert upstream.breaker.state == "open"  # the service itself failing still opens it
+
+
+def test_an_upstream_answering_500_opens_the_circuit(
+    make_upstream: Callable[..., Upstream], start_server: Callable[..., FakeServer]
+) -> None:
+    upstream = make_upstream([start_server(Reply(500, {})).url], circuit_threshold=3)
+    for _ in range(3):
+        call(upstream)
+    with pytest.raises(UpstreamUnavailable, match="circuit open"):
+        call(upstream)
