@@ -3,11 +3,11 @@
     ModelgateError (status 500)
     ├── BadRequest (400)
     │   ├── MalformedJSON
-    │   ├── InvalidName
     │   └── InferenceInputError       an Open Inference Protocol body that does not fit the model
     ├── Unauthorized (401), Forbidden (403)
     ├── NotFound (404)
-    │   └── ModelNotFound(name, version)
+    │   ├── ModelNotFound(name, version)
+    │   └── InvalidName               a name or version no model can have
     ├── MethodNotAllowed (405)
     ├── Conflict (409)
     │   └── ContractMismatch          a request built for another feature contract (the skew guard)
@@ -78,14 +78,6 @@ class MalformedJSON(BadRequest):
         super().__init__(reason)
 
 
-class InvalidName(BadRequest):
-    slug = "invalid-name"
-
-    def __init__(self, kind: str, value: str, pattern: str) -> None:
-        shown = value if len(value) <= 80 else value[:77] + "..."
-        super().__init__(f"invalid {kind} {shown!r}: must match {pattern}")
-
-
 class InferenceInputError(BadRequest):
     slug = "invalid-inference-request"
 
@@ -109,6 +101,17 @@ class ModelNotFound(NotFound):
         self.name, self.version = name, version
         what = f"model {name!r}" if version is None else f"version {version} of model {name!r}"
         super().__init__(f"{what} not found")
+
+
+class InvalidName(NotFound):
+    """A model name or version that breaks the naming rules: no such model can exist, so it is a 404 (the
+    contract keeps 400 for malformed JSON and request lines). Nothing that fails this becomes a path."""
+
+    slug = "invalid-name"
+
+    def __init__(self, kind: str, value: str, pattern: str) -> None:
+        shown = value if len(value) <= 80 else value[:77] + "..."
+        super().__init__(f"invalid {kind} {shown!r}: must match {pattern}")
 
 
 class MethodNotAllowed(ModelgateError):

@@ -269,10 +269,10 @@ REFUSED_EARLY: dict[str, tuple[dict[str, Any], str, int, str]] = {
         400,
         "malformed-json",
     ),
-    "uppercase-name": ({"json": {"instances": INSTANCES}}, "Iris", 400, "invalid-name"),
-    "underscore-name": ({"json": {"instances": INSTANCES}}, "iris_v2", 400, "invalid-name"),
-    "leading-hyphen": ({"json": {"instances": INSTANCES}}, "-iris", 400, "invalid-name"),
-    "overlong-name": ({"json": {"instances": INSTANCES}}, "a" * 64, 400, "invalid-name"),
+    "uppercase-name": ({"json": {"instances": INSTANCES}}, "Iris", 404, "invalid-name"),
+    "underscore-name": ({"json": {"instances": INSTANCES}}, "iris_v2", 404, "invalid-name"),
+    "leading-hyphen": ({"json": {"instances": INSTANCES}}, "-iris", 404, "invalid-name"),
+    "overlong-name": ({"json": {"instances": INSTANCES}}, "a" * 64, 404, "invalid-name"),
 }
 
 
@@ -488,7 +488,8 @@ def test_v2_refuses_odd_segments(services: Services, path: str) -> None:
 def test_v2_refuses_bad_model_names_and_versions(services: Services, path: str) -> None:
     response = services.client.post(path, headers=bearer(make_token()), json={"inputs": []})
 
-    assert response.status_code == 400
+    assert response.status_code == 404
+    assert response.get_json()["type"] == "urn:modelgate:problem:invalid-name"
     assert services.model.requests == []
 
 
@@ -571,12 +572,12 @@ def test_admin_bodies_are_checked_before_forwarding(services: Services, kwargs: 
     assert services.model.requests == []
 
 
-def test_admin_bad_model_name_is_400(services: Services) -> None:
+def test_admin_bad_model_name_is_404(services: Services) -> None:
     response = services.client.post(
         "/v1/admin/models/Not_Valid/deploy", headers=bearer(make_token(scope="admin")), json={"version": 1}
     )
 
-    assert response.status_code == 400
+    assert response.status_code == 404
     assert services.model.requests == []
 
 

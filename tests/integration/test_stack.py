@@ -73,7 +73,7 @@ def test_predict_every_demo_model(shared_stack: tuple[Stack, Path], name: str) -
     ("method", "path", "body", "headers", "status"),
     [
         ("POST", "/v1/models/diabetes/predict", b"{nope", "predict", 400),
-        ("POST", "/v1/models/Diabetes/predict", {"instances": [{}]}, "predict", 400),
+        ("POST", "/v1/models/Diabetes/predict", {"instances": [{}]}, "predict", 404),
         ("POST", "/v1/models/diabetes/predict", {"instances": [{}]}, None, 401),
         ("POST", "/v1/models/diabetes/predict", {"instances": [{}]}, "expired", 401),
         ("POST", "/v1/admin/models/diabetes/deploy", {"version": 1}, "predict", 403),

@@ -174,7 +174,7 @@ def test_refusals_leave_the_deployment_unchanged(
 @pytest.mark.parametrize("operation", ["deploy", "canary", "promote", "rollback"])
 @pytest.mark.parametrize(
     ("name", "status", "message"),
-    [("nope", 404, "model 'nope' not found"), ("BAD", 400, "invalid model name 'BAD'")],
+    [("nope", 404, "model 'nope' not found"), ("BAD", 404, "invalid model name 'BAD'")],
 )
 def test_unknown_or_invalid_model(client: FlaskClient, operation: str, name: str, status: int, message: str) -> None:
     response = client.post(f"/v1/models/{name}/{operation}", json={"version": 1, "weight": 1})

@@ -199,12 +199,12 @@ def test_too_many_rows_is_413(registry_root: Path, registry: Registry) -> None:
     [
         ("/v2/models/nope/infer", 404),
         ("/v2/models/penguins/versions/7/infer", 404),
-        ("/v2/models/Penguins/infer", 400),
-        ("/v2/models/penguins/versions/01/infer", 400),
-        ("/v2/models/penguins/versions/-1/infer", 400),
+        ("/v2/models/Penguins/infer", 404),
+        ("/v2/models/penguins/versions/01/infer", 404),
+        ("/v2/models/penguins/versions/-1/infer", 404),
         ("/v2/models/..%2F..%2Fetc/infer", 404),  # %2F is decoded before routing: no such route
         ("/v2/models/../../etc/passwd/infer", 404),
-        ("/v2/models/%2e%2e/infer", 400),
+        ("/v2/models/%2e%2e/infer", 404),
     ],
 )
 def test_unknown_or_hostile_names(client: FlaskClient, registry: Registry, path: str, status: int) -> None:

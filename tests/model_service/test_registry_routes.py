@@ -46,8 +46,8 @@ def test_show_model_and_versions_hide_secrets_of_the_format(client: FlaskClient)
     [
         ("/v1/models/nope", 404),
         ("/v1/models/penguins/versions/4", 404),
-        ("/v1/models/BAD", 400),
-        ("/v1/models/x/versions/0", 400),
+        ("/v1/models/BAD", 404),
+        ("/v1/models/x/versions/0", 404),
     ],
 )
 def test_v1_errors(client: FlaskClient, path: str, status: int) -> None:

@@ -169,8 +169,8 @@ def test_limits_and_syntax(client: FlaskClient, registry_root: Path, registry: R
     [
         ("/v1/models/nope/versions/1/transform", 404),
         ("/v1/models/diabetes/versions/9/transform", 404),
-        ("/v1/models/Diabetes/versions/1/transform", 400),
-        ("/v1/models/diabetes/versions/1.0/transform", 400),
+        ("/v1/models/Diabetes/versions/1/transform", 404),
+        ("/v1/models/diabetes/versions/1.0/transform", 404),
         ("/v1/models/..%2Fetc/versions/1/transform", 404),
     ],
 )

@@ -323,7 +323,7 @@ def test_good_names_are_accepted(name: str) -> None:
 def test_bad_names_are_refused(name: str) -> None:
     with pytest.raises(InvalidName) as caught:
         validate_name(name)
-    assert caught.value.status == 400
+    assert caught.value.status == 404  # no model can have this name: the contract's 404
 
 
 @pytest.mark.parametrize("name", [None, 1, b"iris", ["iris"]])
