@@ -63,7 +63,7 @@ down: ## stop what make up started, either way
 	@if [ -x $(BIN)/python ]; then $(BIN)/python compose/local/stack.py down; fi
 
 SUB ?= local-user
-SCOPE ?= predict admin
+SCOPE ?= predict
 token: $(STAMP) ## print a signed JWT for local use (SUB=, SCOPE= optional)
 	@$(BIN)/modelgate token --sub "$(SUB)" --scope "$(SCOPE)"
 

@@ -194,6 +194,7 @@ class Upstream:
             self.addresses.append(Address(url, pool))
         self._next = itertools.count()
         self._lock = threading.Lock()
+        self._probed: tuple[float, dict[str, Any]] | None = None
         CIRCUIT_OPEN.labels(name).set(0)
 
     def _order(self) -> list[Address]:
@@ -300,15 +301,24 @@ class Upstream:
                     log.warning("address ejected", extra={"upstream": self.name, "address": address.url})
                 address.ejected_until = time.monotonic() + self.eject_seconds
 
-    def probe(self, path: str = "/ready", timeout: float = 1.0) -> dict[str, Any]:
-        """Readiness of each address (for the gateway's /ready)."""
+    def probe(self, path: str = "/ready", timeout: float = 1.0, cache_seconds: float = 1.0) -> dict[str, Any]:
+        """Readiness of each address (for the gateway's /ready), cached ``cache_seconds``: the route needs
+        no token, so it must not turn into a stream of calls upstream. Addresses appear as ``name[i]``,
+        never as URLs."""
+        now = time.monotonic()
+        with self._lock:
+            if self._probed is not None and now - self._probed[0] < cache_seconds:
+                return self._probed[1]
         results = {}
-        for address in self.addresses:
+        for index, address in enumerate(self.addresses):
             try:
                 raw = address.pool.urlopen(
                     "GET", path, timeout=urllib3.Timeout(connect=timeout, read=timeout), retries=False
                 )
-                results[address.url] = raw.status == 200
+                results[f"{self.name}[{index}]"] = raw.status == 200
             except HTTPError:
-                results[address.url] = False
-        return {"addresses": results, "circuit": self.breaker.state}
+                results[f"{self.name}[{index}]"] = False
+        answer = {"addresses": results, "circuit": self.breaker.state}
+        with self._lock:
+            self._probed = (time.monotonic(), answer)
+        return answer

@@ -19,6 +19,8 @@ class ModelServiceSettings(CommonSettings):
     registry_refresh_seconds: float = Field(default=2.0, ge=0.0, le=3600.0)
     #: Load models in a background thread so the worker answers /ready (503) while they load.
     load_in_background: bool = True
+    #: Versions a worker keeps loaded besides the deployed ones (asked for by number; least recent unloaded).
+    model_extra_versions: int = Field(default=4, ge=0, le=1000)
     #: Quality gate: the held-out accuracy (classifiers) and R² (regressors) a new version must reach.
     quality_gate_min_accuracy: float = Field(default=0.7, ge=0.0, le=1.0)
     quality_gate_min_r2: float = Field(default=0.3, ge=-1.0, le=1.0)

@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from shared.errors import UnprocessableEntity
+
 log = logging.getLogger(__name__)
 
 #: Largest absolute difference allowed between ONNX and scikit-learn probabilities (and, scaled by
@@ -82,7 +84,14 @@ class OnnxRuntime:
         self.task = task
 
     def predict(self, features: np.ndarray) -> Prediction:
-        outputs = self.session.run(None, {self.input_name: np.ascontiguousarray(features, dtype=self.dtype)})
+        with np.errstate(over="ignore"):
+            cast = np.ascontiguousarray(features, dtype=self.dtype)
+        if self.dtype is np.float32 and not np.isfinite(cast).all() and np.isfinite(features).all():
+            # Finite in float64, infinite in the model's float32: the model would answer about infinity.
+            raise UnprocessableEntity(
+                "a feature value is beyond the range this model's runtime can represent (about 3.4e38)"
+            )
+        outputs = self.session.run(None, {self.input_name: cast})
         if self.task == "regression":
             return Prediction(values=np.asarray(outputs[0], dtype=np.float64).reshape(-1))
         probabilities = np.asarray(outputs[1], dtype=np.float64) if len(outputs) > 1 else None

@@ -65,15 +65,27 @@ _METADATA_DATATYPE = {
 class ModelServer:
     """Loaded model versions of one process, with their deployments."""
 
-    def __init__(self, registry: Registry, *, use_onnx: bool, onnx_threads: int, refresh_seconds: float, max_rows: int):
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        use_onnx: bool,
+        onnx_threads: int,
+        refresh_seconds: float,
+        max_rows: int,
+        extra_versions: int = 4,
+    ):
         self.registry = registry
         self.use_onnx = use_onnx
         self.onnx_threads = onnx_threads
         self.refresh_seconds = refresh_seconds
         self.max_rows = max_rows
+        #: Versions kept loaded besides the deployed ones (loaded on demand when asked for by number).
+        self.extra_versions = extra_versions
         self._models: dict[tuple[str, int], LoadedModel] = {}
         self._failures: dict[tuple[str, int], tuple[str, float]] = {}
         self._deployments: dict[str, Deployment] = {}
+        self._incoming: dict[str, Deployment] = {}
         self._loading: dict[tuple[str, int], threading.Lock] = {}
         self._lock = threading.RLock()
         self._loaded_once = threading.Event()
@@ -89,6 +101,7 @@ class ModelServer:
             onnx_threads=settings.onnx_threads,
             refresh_seconds=settings.registry_refresh_seconds,
             max_rows=settings.max_batch_rows,
+            extra_versions=settings.model_extra_versions,
         )
 
     # --- lifecycle ---------------------------------------------------------------------------------
@@ -138,10 +151,15 @@ class ModelServer:
             except (KeyError, TypeError, ValueError, InvalidName):
                 log.error("deployment invalid", extra={"model": name})
                 continue
-            for version in deployments[name].versions():
+        # Load first, then switch: requests keep their old routing until the new versions are in memory.
+        with self._lock:
+            self._incoming = deployments
+        for name, deployment in deployments.items():
+            for version in deployment.versions():
                 self._ensure_loaded(name, version, retry=True)
         with self._lock:
             self._deployments = deployments
+            self._incoming = {}
         self._loaded_once.set()
 
     def _ensure_loaded(self, name: str, version: int, *, retry: bool) -> LoadedModel | None:
@@ -174,9 +192,33 @@ class ModelServer:
             with self._lock:
                 self._failures.pop(key, None)
                 self._models[key] = model
+                evicted = self._evict_extra_versions(keep=key)
+            for gone in evicted:
+                MODEL_RUNTIME.labels(gone.name, str(gone.version), gone.runtime.name).set(0)
+                log.info("model unloaded", extra={"model": gone.name, "version": gone.version})
             MODEL_RUNTIME.labels(name, str(version), model.runtime.name).set(1)
             MODEL_READY.labels(name, str(version)).set(1)
             return model
+
+    def _evict_extra_versions(self, keep: tuple[str, int]) -> list[LoadedModel]:
+        """Unload the least recently loaded versions beyond ``extra_versions`` that no deployment routes to
+        (asked for by number, e.g. to compare or before a rollback). Caller holds the lock."""
+        routed = [*self._deployments.items(), *self._incoming.items()]
+        deployed = {(name, v) for name, d in routed for v in d.versions()}
+        extra = [key for key in self._models if key not in deployed and key != keep]
+        doomed = extra[: max(0, len(extra) + 1 - self.extra_versions)] if keep not in deployed else []
+        return [self._models.pop(key) for key in doomed]
+
+    def state(self, name: str, version: str | int) -> str:
+        """``loaded``, ``failed`` or ``not loaded`` for an existing version, without loading it (404 if absent)."""
+        key = (artifacts.validate_name(name), artifacts.validate_version(version))
+        with self._lock:
+            if key in self._models:
+                return "loaded"
+            if key in self._failures:
+                return "failed"
+        self.registry.metadata(*key)  # 404 for an unknown model or version
+        return "not loaded"
 
     def _record_failure(self, key: tuple[str, int], reason: str, kind: str) -> None:
         with self._lock:

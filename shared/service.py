@@ -30,6 +30,8 @@ MAX_BATCH_IDS = 256
 def init_service(app: Flask, service: str, readiness: ReadinessProbe, max_body_bytes: int) -> None:
     """Attach request ids, access logging, metrics, problem+json errors, /health, /ready and /metrics."""
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
+    # No automatic OPTIONS answers: every route answers only the methods it declares (and its guard runs).
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     app.json = OrjsonProvider(app)
     app.extensions["modelgate.service"] = service
 

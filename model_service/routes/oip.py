@@ -52,6 +52,11 @@ def model_metadata(name: str, version: str | None = None) -> dict[str, Any]:
 @bp.get("/models/<name>/versions/<version>/ready")
 def model_ready(name: str, version: str | None = None) -> dict[str, Any]:
     server = models()
+    if version is not None:  # answer from the worker's state: asking must not load anything
+        state = server.state(name, version)
+        if state != "loaded":
+            raise NotReady(f"version {version} of model {name!r} is {state} (an infer request loads it)")
+        return {"name": name, "version": str(int(version)), "ready": True}
     try:
         model = server.resolve(name, version)
     except ModelNotReady as exc:

@@ -611,7 +611,12 @@ def test_health_needs_nothing_and_ready_checks_the_upstreams(services: Services)
     assert ready.status_code == 200
     assert set(ready.get_json()["checks"]) == {"redis", "preprocessing", "model"}
 
+    assert ready.get_json()["checks"]["model"]["addresses"] == {"model[0]": True}  # names, never URLs
+    calls = len(services.model.requests)
     services.model.on("GET", "/ready", Reply(503, {"status": "not ready"}))
+    assert services.client.get("/ready").status_code == 200  # answered from the last second's probe
+    assert len(services.model.requests) == calls  # an unauthenticated route cannot drive calls upstream
+    time.sleep(1.05)
     assert services.client.get("/ready").status_code == 503
 
 
@@ -620,3 +625,9 @@ def test_unknown_routes_are_404_problems(services: Services) -> None:
 
     assert response.status_code == 404
     assert response.mimetype == "application/problem+json"
+
+
+def test_options_on_a_protected_route_is_not_an_unauthenticated_200(services: Services) -> None:
+    response = services.client.open("/v1/models/iris/predict", method="OPTIONS")
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "POST"

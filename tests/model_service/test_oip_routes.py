@@ -356,3 +356,10 @@ def test_instance_ids_and_warnings_are_echoed_from_the_request(client: FlaskClie
     assert answer["parameters"]["instance_ids"] == ["a", None, 3]
     assert answer["parameters"]["warnings"] == warnings
     assert "transform" not in answer["parameters"]
+
+
+def test_a_value_beyond_float32_is_refused_not_answered_as_infinity(client: FlaskClient, registry: Registry) -> None:
+    assert registry.load("penguins", 1).runtime.name == "onnx"  # compiled in float32 precision
+    response = infer(client, "/v2/models/penguins/infer", _penguin_body(registry, bill_length_mm=1e300))
+    assert response.status_code == 422
+    assert "beyond the range" in response.get_json()["error"]

@@ -147,3 +147,30 @@ def test_ready_reports_a_scikit_learn_version_mismatch(registry_root: Path, regi
     assert body["checks"]["models"]["warnings"]["diabetes/1"] == [
         f"trained with scikit-learn 0.24.2, running {__import__('sklearn').__version__}"
     ]
+
+
+def test_asking_whether_a_version_is_ready_loads_nothing(registry_root: Path, registry: Registry) -> None:
+    train_demo(registry, "diabetes")  # version 2, not deployed
+    app = create_app(make_settings(registry_root))
+    client = app.test_client()
+    server = app.extensions["modelgate.models"]
+    answer = client.get("/v2/models/diabetes/versions/2/ready")
+    assert answer.status_code == 400
+    assert "not loaded" in answer.get_json()["error"]
+    assert ("diabetes", 2) not in {(m.name, m.version) for m in server.loaded()}
+    assert client.get("/v2/models/diabetes/versions/9/ready").status_code == 404
+
+
+def test_versions_asked_for_by_number_are_unloaded_beyond_the_limit(registry_root: Path, registry: Registry) -> None:
+    for _ in range(3):
+        train_demo(registry, "diabetes")  # versions 2, 3, 4; version 1 stays deployed
+    app = create_app(make_settings(registry_root, model_extra_versions=1))
+    client = app.test_client()
+    server = app.extensions["modelgate.models"]
+    metadata = registry.metadata("diabetes", 1)
+    body = {"inputs": raw_inputs(metadata["examples"][:1], metadata["contract"])}
+    for version in (2, 3, 4):
+        assert client.post(f"/v2/models/diabetes/versions/{version}/infer", json=body).status_code == 200
+    loaded = {m.version for m in server.loaded() if m.name == "diabetes"}
+    assert loaded == {1, 4}  # the deployed version, and the one most recently asked for
+    assert client.post("/v2/models/diabetes/versions/2/infer", json=body).status_code == 200  # loads again
