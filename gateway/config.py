@@ -23,6 +23,17 @@ def parse_rate(text: str) -> tuple[int, float]:
     return int(match.group(1)), _PERIODS[match.group(2)]
 
 
+def parse_tiers(text: str) -> dict[str, tuple[int, float]]:
+    """``"gold=1200/minute,free=30/minute"`` -> {name: (requests, period seconds)}. Raises ValueError."""
+    tiers = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, rate = item.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", name.strip()):
+            raise ValueError(f"{item!r} is not tier=rate")
+        tiers[name.strip()] = parse_rate(rate)
+    return tiers
+
+
 def parse_urls(text: str) -> list[str]:
     """Comma-separated ``http://host:port`` addresses; at least one."""
     urls = [u.strip().rstrip("/") for u in text.split(",") if u.strip()]
@@ -105,11 +116,7 @@ class GatewaySettings(CommonSettings):
     @field_validator("rate_limit_tiers")
     @classmethod
     def _tiers(cls, value: str) -> str:
-        for item in filter(None, (part.strip() for part in value.split(","))):
-            name, sep, rate = item.partition("=")
-            if not sep or not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", name.strip()):
-                raise ValueError(f"{item!r} is not tier=rate")
-            parse_rate(rate)
+        parse_tiers(value)
         return value
 
     @field_validator("preprocessing_urls", "model_urls")
@@ -149,8 +156,4 @@ class GatewaySettings(CommonSettings):
 
     def tiers(self) -> dict[str, tuple[int, float]]:
         """Tier name -> (requests, period seconds); ``default`` is ``RATE_LIMIT``."""
-        tiers = {"default": parse_rate(self.rate_limit)}
-        for item in filter(None, (part.strip() for part in self.rate_limit_tiers.split(","))):
-            name, _, rate = item.partition("=")
-            tiers[name.strip()] = parse_rate(rate)
-        return tiers
+        return {"default": parse_rate(self.rate_limit), **parse_tiers(self.rate_limit_tiers)}

@@ -329,9 +329,12 @@ class ModelServer:
             },
         }
 
-    def infer(self, name: str, version: str | int | None, body: Any, request_id: str) -> dict[str, Any]:
-        """Answer one infer request for ``name`` (at ``version``, or as deployed)."""
-        model = self.resolve(name, version)
+    def infer(
+        self, name: str, version: str | int | None, body: Any, request_id: str, model: LoadedModel | None = None
+    ) -> dict[str, Any]:
+        """Answer one infer request for ``name`` (at ``version``, or as deployed); ``model`` is the version
+        already resolved for this request, so a canary draw is made once."""
+        model = model or self.resolve(name, version)
         request = parse_infer_request(body)
         features = self._features(model, request)
         rows = features.shape[0]

@@ -100,17 +100,17 @@ def read_json(max_body_bytes: int | None = None) -> Any:
         smallest = min(n for n in (limit, cut_at) if n is not None)
         raise PayloadTooLarge(f"the body exceeds the limit of {smallest} bytes")
     try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise MalformedJSON("the body is not UTF-8") from None
-    try:
-        return orjson.loads(raw)
+        return orjson.loads(raw)  # validates UTF-8 itself: the body is decoded once, on the hot path
     except orjson.JSONDecodeError as exc:
         raise MalformedJSON(_json_error(raw, exc)) from None
 
 
 def _json_error(raw: bytes, exc: orjson.JSONDecodeError) -> str:
-    """A client-facing message for a body orjson refused (NaN and Infinity named as such)."""
+    """A client-facing message for a body orjson refused (bad UTF-8, NaN and Infinity named as such)."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "the body is not UTF-8"
     start = exc.pos - 1 if exc.pos > 0 and raw[exc.pos - 1 : exc.pos] == b"-" else exc.pos
     near = raw[start : start + 9]
     for constant in (b"NaN", b"Infinity", b"-Infinity", b"-NaN"):

@@ -68,8 +68,8 @@ def model_ready(name: str, version: str | None = None) -> dict[str, Any]:
 @bp.post("/models/<name>/versions/<version>/infer")
 def infer(name: str, version: str | None = None) -> dict[str, Any]:
     server = models()
-    server.resolve(name, version)  # 404 / 503 before the body is read
-    return server.infer(name, version, read_json(), g.request_id)
+    model = server.resolve(name, version)  # 404 / 503 before the body is read
+    return server.infer(name, version, read_json(), g.request_id, model=model)
 
 
 def _version() -> str:

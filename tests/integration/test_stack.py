@@ -8,7 +8,7 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -158,132 +158,121 @@ def test_docs_and_openapi_are_served(shared_stack: tuple[Stack, Path]) -> None:
         assert stack.gateway.request("GET", asset).status == 200, asset
 
 
-def test_the_same_request_id_in_all_three_services_logs(
-    demo_registry_root: Path, tmp_path: Path, redis_server: RedisServer
-) -> None:
-    root = tmp_path / "registry"
-    shutil.copytree(demo_registry_root, root)
-    stack = Stack(root, tmp_path, redis_server.url)
-    try:
-        trace = "trace-all-three-0042"
-        reply = stack.gateway.request(
-            "POST",
-            "/v1/models/penguins/predict",
-            {"instances": instances(root, "penguins")},
-            headers={**bearer(token()), "X-Request-ID": trace},
-        )
-        assert reply.status == 200
-        assert reply.json()["request_id"] == trace
-    finally:
+@pytest.fixture
+def make_stack(registry_root: Path, tmp_path: Path, redis_server: RedisServer) -> Iterator[Callable[..., Stack]]:
+    """``make_stack(env)``: a private stack over a private registry and Redis, stopped after the test."""
+    made: list[Stack] = []
+
+    def make(env: dict[str, str] | None = None) -> Stack:
+        made.append(Stack(registry_root, tmp_path, redis_server.url, env))
+        return made[-1]
+
+    yield make
+    for stack in made:
         stack.stop()
+
+
+def eventually_ok(call: Callable[[], int], seconds: float, pause: float) -> int:
+    """Call until it answers 200 or ``seconds`` pass; the last status."""
+    deadline = time.monotonic() + seconds
+    status = call()
+    while status != 200 and time.monotonic() < deadline:
+        time.sleep(pause)
+        status = call()
+    return status
+
+
+def test_the_same_request_id_in_all_three_services_logs(make_stack: Callable[..., Stack], registry_root: Path) -> None:
+    stack = make_stack()
+    trace = "trace-all-three-0042"
+    reply = stack.gateway.request(
+        "POST",
+        "/v1/models/penguins/predict",
+        {"instances": instances(registry_root, "penguins")},
+        headers={**bearer(token()), "X-Request-ID": trace},
+    )
+    assert reply.status == 200
+    assert reply.json()["request_id"] == trace
+    stack.stop()
     for service in (stack.gateway, stack.preprocessing, stack.model):
         lines = service.log_lines()
         assert any(line.get("request_id") == trace for line in lines), service.log_path
         assert not any(token()[:20] in str(line) for line in lines)
 
 
-def test_model_service_down_then_back(demo_registry_root: Path, tmp_path: Path, redis_server: RedisServer) -> None:
-    root = tmp_path / "registry"
-    shutil.copytree(demo_registry_root, root)
-    stack = Stack(root, tmp_path, redis_server.url)
-    body = {"instances": instances(root, "diabetes")}
+def test_model_service_down_then_back(make_stack: Callable[..., Stack], registry_root: Path) -> None:
+    stack = make_stack()
+    body = {"instances": instances(registry_root, "diabetes")}
     credentials = bearer(token())
-    try:
-        assert stack.gateway.request("POST", "/v1/models/diabetes/predict", body, headers=credentials).status == 200
-        stack.model.stop()
-        started = time.monotonic()
-        down = stack.gateway.request("POST", "/v1/models/diabetes/predict", body, headers=credentials)
-        assert down.status == 503
-        assert time.monotonic() - started < 3.5  # within REQUEST_DEADLINE_SECONDS
-        assert int(down.headers["retry-after"]) >= 1
-        stack.restart_model()
-        deadline = time.monotonic() + 20
-        status = 0
-        while time.monotonic() < deadline and status != 200:
-            status = stack.gateway.request("POST", "/v1/models/diabetes/predict", body, headers=credentials).status
-            time.sleep(0.2)
-        assert status == 200
-    finally:
-        stack.stop()
+
+    def predict() -> int:
+        return stack.gateway.request("POST", "/v1/models/diabetes/predict", body, headers=credentials).status
+
+    assert predict() == 200
+    stack.model.stop()
+    started = time.monotonic()
+    down = stack.gateway.request("POST", "/v1/models/diabetes/predict", body, headers=credentials)
+    assert down.status == 503
+    assert time.monotonic() - started < 3.5  # within REQUEST_DEADLINE_SECONDS
+    assert int(down.headers["retry-after"]) >= 1
+    stack.restart_model()
+    assert eventually_ok(predict, 20, 0.2) == 200
 
 
 def test_hung_model_service_gives_504_within_the_deadline(
-    demo_registry_root: Path, tmp_path: Path, redis_server: RedisServer
+    make_stack: Callable[..., Stack], registry_root: Path
 ) -> None:
-    root = tmp_path / "registry"
-    shutil.copytree(demo_registry_root, root)
-    stack = Stack(root, tmp_path, redis_server.url)
-    body = {"instances": instances(root, "diabetes")}
+    stack = make_stack()
+    body = {"instances": instances(registry_root, "diabetes")}
     credentials = bearer(token())
     group = os.getpgid(stack.model.process.pid)
+
+    def predict(timeout: float = 10.0) -> Any:
+        return stack.gateway.request("POST", "/v1/models/diabetes/predict", body, headers=credentials, timeout=timeout)
+
     try:
-        assert stack.gateway.request("POST", "/v1/models/diabetes/predict", body, headers=credentials).status == 200
+        assert predict().status == 200
         os.killpg(group, signal.SIGSTOP)  # the model service hangs: accepts nothing, answers nothing
         started = time.monotonic()
-        hung = stack.gateway.request("POST", "/v1/models/diabetes/predict", body, headers=credentials, timeout=15)
+        hung = predict(timeout=15)
         elapsed = time.monotonic() - started
         assert hung.status in (503, 504), hung.body
         assert elapsed < 4.0  # REQUEST_DEADLINE_SECONDS=3 plus a margin: nothing waits longer
         os.killpg(group, signal.SIGCONT)
-        deadline = time.monotonic() + 20
-        status = 0
-        while time.monotonic() < deadline and status != 200:
-            time.sleep(0.3)
-            status = stack.gateway.request("POST", "/v1/models/diabetes/predict", body, headers=credentials).status
-        assert status == 200
+        assert eventually_ok(lambda: predict().status, 20, 0.3) == 200
     finally:
         os.killpg(group, signal.SIGCONT)
-        stack.stop()
 
 
-def test_redis_outage_fails_open_and_recovers(
-    demo_registry_root: Path, tmp_path: Path, redis_server: RedisServer
-) -> None:
-    root = tmp_path / "registry"
-    shutil.copytree(demo_registry_root, root)
-    stack = Stack(root, tmp_path, redis_server.url, {"RATE_LIMIT_FALLBACK": "1000/minute"})
+def test_redis_outage_fails_open_and_recovers(make_stack: Callable[..., Stack], redis_server: RedisServer) -> None:
+    stack = make_stack({"RATE_LIMIT_FALLBACK": "1000/minute"})
     credentials = bearer(token())
-    try:
-        assert stack.gateway.request("GET", "/v2/health/live", headers=credentials).status == 200
-        redis_server.stop()
-        started = time.monotonic()
-        statuses = [stack.gateway.request("GET", "/v2/health/live", headers=credentials).status for _ in range(5)]
-        assert statuses == [200] * 5
-        assert time.monotonic() - started < 3
-        metrics = stack.gateway.request("GET", "/metrics").body.decode()
-        assert "modelgate_ratelimit_store_up 0.0" in metrics
-        assert re.search(r'modelgate_ratelimit_decisions_total\{decision="fallback_allowed"\} [1-9]', metrics)
-        redis_server.start()
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            stack.gateway.request("GET", "/v2/health/live", headers=credentials)
-            if redis_server.client().keys("modelgate:rl:*"):
-                break
-            time.sleep(0.3)
-        assert redis_server.client().keys("modelgate:rl:*"), "the gateway never went back to Redis"
-    finally:
-        stack.stop()
+    assert stack.gateway.request("GET", "/v2/health/live", headers=credentials).status == 200
+    redis_server.stop()
+    started = time.monotonic()
+    statuses = [stack.gateway.request("GET", "/v2/health/live", headers=credentials).status for _ in range(5)]
+    assert statuses == [200] * 5
+    assert time.monotonic() - started < 3
+    metrics = stack.gateway.request("GET", "/metrics").body.decode()
+    assert "modelgate_ratelimit_store_up 0.0" in metrics
+    assert re.search(r'modelgate_ratelimit_decisions_total\{decision="fallback_allowed"\} [1-9]', metrics)
+    redis_server.start()
+
+    def counted_in_redis() -> int:
+        stack.gateway.request("GET", "/v2/health/live", headers=credentials)
+        return 200 if redis_server.client().keys("modelgate:rl:*") else 0
+
+    assert eventually_ok(counted_in_redis, 15, 0.3) == 200, "the gateway never went back to Redis"
 
 
-def test_redis_outage_fails_closed_when_configured(
-    demo_registry_root: Path, tmp_path: Path, redis_server: RedisServer
-) -> None:
-    root = tmp_path / "registry"
-    shutil.copytree(demo_registry_root, root)
-    stack = Stack(root, tmp_path, redis_server.url, {"RATE_LIMIT_FAILURE_MODE": "closed"})
+def test_redis_outage_fails_closed_when_configured(make_stack: Callable[..., Stack], redis_server: RedisServer) -> None:
+    stack = make_stack({"RATE_LIMIT_FAILURE_MODE": "closed"})
     credentials = bearer(token())
-    try:
-        redis_server.stop()
-        reply = stack.gateway.request("GET", "/v2/health/live", headers=credentials)
-        assert reply.status == 503
-        assert int(reply.headers["retry-after"]) >= 1
-        assert stack.gateway.request("GET", "/ready").status == 503
-        redis_server.start()
-        deadline = time.monotonic() + 15
-        status = 0
-        while time.monotonic() < deadline and status != 200:
-            time.sleep(0.3)
-            status = stack.gateway.request("GET", "/v2/health/live", headers=credentials).status
-        assert status == 200
-    finally:
-        stack.stop()
+    redis_server.stop()
+    reply = stack.gateway.request("GET", "/v2/health/live", headers=credentials)
+    assert reply.status == 503
+    assert int(reply.headers["retry-after"]) >= 1
+    assert stack.gateway.request("GET", "/ready").status == 503
+    redis_server.start()
+    live = eventually_ok(lambda: stack.gateway.request("GET", "/v2/health/live", headers=credentials).status, 15, 0.3)
+    assert live == 200
