@@ -56,7 +56,15 @@ def build(settings: GatewaySettings) -> Gateway:
         name: Quota(requests, period, settings.rate_limit_burst or requests)
         for name, (requests, period) in settings.tiers().items()
     }
-    limiter = RateLimiter(client, tiers, _quota(settings.rate_limit_fallback, None), settings.rate_limit_failure_mode)
+    limiter = RateLimiter(
+        client,
+        tiers,
+        _quota(settings.rate_limit_fallback, None),
+        settings.rate_limit_failure_mode,
+        # A request may wait for the pipeline in flight and then its own: each is at most a connect, a
+        # script load and two calls, every one bounded by the Redis timeout.
+        wait_seconds=12 * settings.redis_timeout_seconds + 0.1,
+    )
 
     def upstream(name: str, urls: str) -> Upstream:
         return Upstream(

@@ -6,6 +6,12 @@ script below is one EVALSHA per request: it reads ``TIME`` inside Redis, updates
 arrival time (TAT) and returns the decision with the numbers for the ``RateLimit-*`` headers, so the limit
 is exact across workers and gateway replicas. Keys expire when the bucket is full again.
 
+Concurrent requests of one worker share the round trip (``ScriptPipeline``): while one pipeline of scripts
+is in flight, the scripts of the requests that arrive queue up and travel together in the next one. Each
+request still runs its own script, atomically, in one round trip; the worker pays redis-py's per-call
+overhead (about a sixth of the gateway's CPU when every request made its own call, profiled) once per
+pipeline instead of once per request.
+
 When Redis cannot be reached (every call has a short timeout), the gateway either keeps serving under a
 per-process fallback limit (``open``, the Kong and Envoy default) or answers 503 (``closed``), and tries
 Redis again after a short pause: it recovers by itself. No Flask here.
@@ -53,6 +59,124 @@ return {1, math.floor((now - allow_at) / interval), new_tat - now, 0}
 REDIS_RETRY_SECONDS = 1.0
 #: Clients tracked by the per-process fallback limiter.
 FALLBACK_MAX_CLIENTS = 10_000
+
+
+class _Call:
+    """One request's script call, waiting in a ``ScriptPipeline``."""
+
+    __slots__ = ("args", "done", "error", "lead", "result", "wake")
+
+    def __init__(self, args: tuple[str, int, int]) -> None:
+        self.args = args
+        self.done = False
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.lead: list[_Call] | None = None
+        self.wake = threading.Event()
+
+
+class ScriptPipeline:
+    """Runs the GCRA script for concurrent callers, several per round trip (group commit).
+
+    A caller that finds no pipeline in flight sends everything queued; the others wait on their own event
+    until the carrier hands them their result, or hands one of them the next batch to carry. Every call
+    keeps redis-py's socket timeouts, so a waiter is always woken.
+    """
+
+    def __init__(self, client: redis.Redis, script: str, wait_seconds: float) -> None:
+        self.client = client
+        self.script = script
+        self.sha = hashlib.sha1(script.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
+        self.wait_seconds = wait_seconds
+        self._lock = threading.Lock()
+        self._queue: list[_Call] = []
+        self._busy = False
+        self._connection: Any = None
+
+    def __call__(self, key: str, interval_us: int, burst: int) -> Any:
+        """The script's reply for one key, or the ``redis.RedisError`` its call raised."""
+        call = _Call((key, interval_us, burst))
+        with self._lock:
+            self._queue.append(call)
+            batch = None
+            if not self._busy:
+                self._busy = True
+                batch, self._queue = self._queue, []
+        while True:
+            if batch is not None:
+                try:
+                    self._carry(batch)
+                finally:
+                    self._pass_on()
+                batch = None
+            if call.done:
+                if call.error is not None:
+                    raise call.error
+                return call.result
+            woken = call.wake.wait(self.wait_seconds)
+            with self._lock:
+                call.wake.clear()
+                if call.lead is not None:
+                    batch, call.lead = call.lead, None
+                    continue
+                if not call.done and not woken:
+                    if call in self._queue:
+                        self._queue.remove(call)
+                    raise redis.TimeoutError("no answer from the rate-limit store in time")
+
+    def _pass_on(self) -> None:
+        with self._lock:
+            if self._queue:
+                batch, self._queue = self._queue, []
+                batch[0].lead = batch
+                batch[0].wake.set()
+            else:
+                self._busy = False
+
+    def _carry(self, batch: list[_Call]) -> None:
+        try:
+            results = self._send(batch)
+            if any(isinstance(r, redis.exceptions.NoScriptError) for r in results):
+                self.client.script_load(self.script)  # a restarted or flushed Redis forgot it
+                results = self._send(batch)
+        except redis.RedisError as exc:
+            results = [exc] * len(batch)
+        except Exception as exc:  # noqa: BLE001 - whatever broke, every waiter must be woken with it
+            results = [redis.RedisError(f"{type(exc).__name__}: {exc}")] * len(batch)
+        for call, result in zip(batch, results, strict=True):
+            if isinstance(result, BaseException):
+                call.error = result
+            else:
+                call.result = result
+            call.done = True
+            call.wake.set()
+
+    def _send(self, batch: list[_Call]) -> list[Any]:
+        """One round trip on the pipeline's own connection: only the carrier uses it, one batch at a time,
+        which spares redis-py's pool checkout, health check and retry layers on every request."""
+        connection = self._connection
+        if connection is None:
+            pool = self.client.connection_pool
+            connection = self._connection = pool.connection_class(**pool.connection_kwargs)
+        try:
+            connection.send_packed_command(
+                connection.pack_commands([("EVALSHA", self.sha, 1, *call.args) for call in batch]), check_health=False
+            )
+            results: list[Any] = []
+            for _ in batch:
+                try:
+                    results.append(connection.read_response())
+                except redis.ResponseError as exc:  # this script's own error; the others' replies still follow
+                    results.append(exc)
+            return results
+        except BaseException:
+            connection.disconnect()  # a half-read reply must never be taken for the next batch's
+            raise
+
+    def close(self) -> None:
+        """Close the pipeline's connection."""
+        if self._connection is not None:
+            self._connection.disconnect()
 
 
 @dataclass(frozen=True)
@@ -132,13 +256,14 @@ class RateLimiter:
         fallback: Quota,
         failure_mode: str = "open",
         prefix: str = "modelgate:rl:",
+        wait_seconds: float = 1.0,
     ) -> None:
         self.redis = client
         self.tiers = tiers
         self.failure_mode = failure_mode
         self.prefix = prefix
         self.fallback = LocalLimiter(fallback)
-        self._script = client.register_script(GCRA_SCRIPT)
+        self._script = ScriptPipeline(client, GCRA_SCRIPT, wait_seconds)
         self._down_until = 0.0
         RATE_LIMIT_STORE_UP.set(1)
 
@@ -156,7 +281,7 @@ class RateLimiter:
         quota = self.quota(tier)
         if time.monotonic() >= self._down_until:
             try:
-                result: Any = self._script(keys=[self.key(subject, namespace)], args=[quota.interval_us, quota.burst])
+                result: Any = self._script(self.key(subject, namespace), quota.interval_us, quota.burst)
             except redis.RedisError as exc:
                 self._mark_down(exc)
             else:
@@ -183,6 +308,11 @@ class RateLimiter:
         if not self._down_until:
             log.error("rate-limit store unreachable", extra={"error": type(exc).__name__})
         self._down_until = time.monotonic() + REDIS_RETRY_SECONDS
+
+    def close(self) -> None:
+        """Close every connection to Redis."""
+        self._script.close()
+        self.redis.close()
 
     def ping(self) -> bool:
         """Whether Redis answers now (for readiness)."""

@@ -278,8 +278,8 @@ def close_app(app: Flask) -> None:
     state = state_of(app)
     for upstream in (state.router.preprocessing, state.router.model):
         for address in upstream.addresses:
-            address.pool.close()
-    state.limiter.redis.close()
+            address.connections.close()
+    state.limiter.close()
 
 
 @pytest.fixture

@@ -8,8 +8,11 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -27,7 +30,7 @@ KEY = re.compile(r"^modelgate:rl:(sub|address):[0-9a-f]{32}$")
 @pytest.fixture
 def make_limiter(redis_url: str) -> Iterator[Callable[..., RateLimiter]]:
     """``make_limiter(default=Quota, **tiers)`` -> a RateLimiter on the shared Redis (or ``url=``)."""
-    clients: list[redis.Redis] = []
+    limiters: list[RateLimiter] = []
 
     def make(
         default: Quota,
@@ -41,12 +44,13 @@ def make_limiter(redis_url: str) -> Iterator[Callable[..., RateLimiter]]:
         client = redis.Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=0
         )
-        clients.append(client)
-        return RateLimiter(client, {"default": default, **tiers}, fallback or Quota(2, 60.0, 2), failure_mode)
+        limiter = RateLimiter(client, {"default": default, **tiers}, fallback or Quota(2, 60.0, 2), failure_mode)
+        limiters.append(limiter)
+        return limiter
 
     yield make
-    for client in clients:
-        client.close()
+    for limiter in limiters:
+        limiter.close()
 
 
 @pytest.fixture
@@ -226,6 +230,65 @@ def test_exact_across_processes(redis_url: str) -> None:
 
     assert all(s["sources"] == ["redis"] for s in summaries)
     assert sum(s["allowed"] for s in summaries) == burst
+
+
+def test_concurrent_calls_share_round_trips_and_each_gets_its_own_decision(
+    make_limiter: Callable[..., RateLimiter], shared_redis: RedisServer
+) -> None:
+    """Sixteen threads, ten subjects with a burst of three: each subject gets exactly three, whatever the
+    pipelines looked like, and fewer pipelines than calls went out (the round trips were shared)."""
+    limiter = make_limiter(Quota(3, 60.0, 3))
+    sent: list[int] = []
+    send = limiter._script._send
+
+    def counting(batch: list[Any]) -> list[Any]:
+        sent.append(len(batch))
+        time.sleep(0.002)  # a slower store: later callers queue behind this round trip
+        return send(batch)
+
+    limiter._script._send = counting  # type: ignore[method-assign]
+    subjects = [f"user-{i % 10}" for i in range(200)]
+    with ThreadPoolExecutor(16) as pool:
+        decisions = list(pool.map(limiter.hit, subjects))
+
+    allowed = Counter(s for s, d in zip(subjects, decisions, strict=True) if d.allowed)
+    assert allowed == {f"user-{i}": 3 for i in range(10)}
+    assert all(d.source == "redis" for d in decisions)
+    assert sum(sent) == 200
+    assert len(sent) < 200
+    assert max(sent) > 1
+
+
+def test_a_redis_that_forgot_the_script_is_given_it_again(
+    make_limiter: Callable[..., RateLimiter], shared_redis: RedisServer
+) -> None:
+    limiter = make_limiter(Quota(2, 60.0, 2))
+    assert limiter.hit("alice").source == "redis"
+    client = shared_redis.client()
+    try:
+        client.script_flush()
+    finally:
+        client.close()
+
+    decisions = hits(limiter, "alice", 2)
+
+    assert [(d.allowed, d.source) for d in decisions] == [(True, "redis"), (False, "redis")]
+
+
+def test_a_store_error_reaches_every_waiting_caller(make_limiter: Callable[..., RateLimiter]) -> None:
+    """Every request queued behind a failing round trip is woken with the error and falls back."""
+    limiter = make_limiter(Quota(100, 60.0, 100), fallback=Quota(1000, 60.0, 1000))
+
+    def failing(batch: list[Any]) -> list[Any]:
+        time.sleep(0.01)
+        raise redis.ConnectionError("gone")
+
+    limiter._script._send = failing  # type: ignore[method-assign]
+    with ThreadPoolExecutor(8) as pool:
+        decisions = list(pool.map(limiter.hit, [f"user-{i}" for i in range(8)]))
+
+    assert [d.source for d in decisions] == ["fallback"] * 8
+    assert all(d.allowed for d in decisions)
 
 
 # --- through the app -----------------------------------------------------------------------------

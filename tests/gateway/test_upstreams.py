@@ -39,7 +39,7 @@ def make_upstream() -> Iterator[Callable[..., Upstream]]:
     yield make
     for upstream in made:
         for address in upstream.addresses:
-            address.pool.close()
+            address.connections.close()
 
 
 def call(upstream: Upstream, *, within: float = 2.0, deadline: float | None = None, path: str = "/x") -> Response:
