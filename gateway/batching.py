@@ -1,12 +1,15 @@
 """Adaptive batching: concurrent predict requests for one model version share one trip through the upstreams.
 
 Each hop costs a few hundred microseconds of CPU on both ends, more than the model itself. Within a
-gateway worker, requests for the same (model, version) queue in a lane; whenever fewer than
-``max_inflight`` batches of that lane are travelling, the first waiting request takes everything queued
-(up to ``max_rows`` instances) and carries it as one transform call and one infer call, then hands each
-request its own slice of the answer. Nothing waits on a timer: an idle lane sends a request at once, and
-batches grow only while earlier ones are in flight, so latency at low load is unchanged and the number of
-upstream calls stops growing with load (group commit, as Triton and MLServer batch inside one server).
+gateway worker, requests for the same (model, version) queue in a lane. When none of the lane's batches
+is travelling, the first waiting request takes everything queued (up to ``max_rows`` instances) and
+carries it as one transform call and one infer call, then hands each request its own slice of the
+answer. While one is travelling, requests queue for the next; a further batch (up to ``max_inflight``)
+leaves before it is back only when the queue already holds a full one, which is what large requests
+need. Nothing waits on a timer: an idle lane sends a request at once, and batches grow only while
+earlier ones are in flight, so latency at low load is unchanged and the number of upstream calls stops
+growing with load (group commit, as Triton and MLServer batch inside one server). Fewer, fuller trips
+matter most when the host is busy: every trip costs CPU in three processes.
 
 If a shared trip comes back with a client error (one request's instances broke the contract), every
 request of that batch is sent again alone, so each gets exactly its own answer. Upstream outages are
@@ -86,7 +89,7 @@ class Batcher:
         with lane.lock:
             lane.pending.append(entry)
             batch = None
-            if lane.inflight < self.max_inflight:
+            if lane.inflight == 0 or (lane.inflight < self.max_inflight and self._full(lane)):
                 lane.inflight += 1
                 batch = self._take(lane)
         while True:
@@ -134,6 +137,10 @@ class Batcher:
                 carrier.wake.set()
             else:
                 lane.inflight -= 1
+
+    def _full(self, lane: Lane) -> bool:
+        """Whether the queue holds at least one whole batch."""
+        return sum(len(e.instances) for e in lane.pending) >= self.max_rows
 
     def _take(self, lane: Lane) -> list[Entry]:
         """Everything queued, oldest first, up to ``max_rows`` instances (always at least one request)."""

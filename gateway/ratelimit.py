@@ -30,7 +30,7 @@ from typing import Any
 
 import redis
 
-from shared.metrics import RATE_LIMIT_DECISIONS, RATE_LIMIT_STORE_ERRORS, RATE_LIMIT_STORE_UP
+from shared.metrics import RATE_LIMIT_DECISIONS, RATE_LIMIT_STORE_ERRORS, RATE_LIMIT_STORE_UP, labelled
 
 log = logging.getLogger(__name__)
 
@@ -290,7 +290,7 @@ class RateLimiter:
                     self._down_until = 0.0
                     RATE_LIMIT_STORE_UP.set(1)
                 allowed, remaining, reset_us, retry_us = (int(v) for v in result)
-                RATE_LIMIT_DECISIONS.labels("allowed" if allowed else "limited").inc()
+                labelled(RATE_LIMIT_DECISIONS, "allowed" if allowed else "limited").inc()
                 return Decision(
                     bool(allowed), quota.requests, remaining, _seconds(reset_us), _seconds(retry_us), "redis"
                 )

@@ -21,7 +21,7 @@ from gateway.batching import SOLO, Batcher, Entry
 from gateway.upstreams import Response, Upstream, UpstreamBadResponse
 from shared import artifacts
 from shared.errors import Relayed
-from shared.metrics import PREDICTIONS
+from shared.metrics import PREDICTIONS, labelled
 from shared.service import BATCH_IDS_HEADER
 
 #: Upstream statuses passed on to the client unchanged; anything else is the gateway's 502.
@@ -242,9 +242,9 @@ class Router:
                 item["warnings"] = warnings_by_row[row]
         flagged_count = sum(1 for item in predictions if item["review_required"])
         if flagged_count:
-            PREDICTIONS.labels(name, str(version), "true").inc(flagged_count)
+            labelled(PREDICTIONS, name, str(version), "true").inc(flagged_count)
         if len(predictions) > flagged_count:
-            PREDICTIONS.labels(name, str(version), "false").inc(len(predictions) - flagged_count)
+            labelled(PREDICTIONS, name, str(version), "false").inc(len(predictions) - flagged_count)
         return {"model": name, "version": str(version), "request_id": request_id, "predictions": predictions}
 
     def models(self, request_id: str, deadline: float) -> dict[str, Any]:

@@ -34,7 +34,7 @@ import orjson
 import pycurl
 
 from shared.errors import BadGateway, GatewayTimeout, ModelgateError, ServiceUnavailable
-from shared.metrics import CIRCUIT_OPEN, UPSTREAM_LATENCY, UPSTREAM_REQUESTS
+from shared.metrics import CIRCUIT_OPEN, UPSTREAM_LATENCY, UPSTREAM_REQUESTS, labelled
 
 log = logging.getLogger(__name__)
 
@@ -415,8 +415,8 @@ class Upstream:
                 continue
             address.failures = 0
             address.ejected_until = 0.0
-            UPSTREAM_LATENCY.labels(self.name).observe(time.monotonic() - started)
-            UPSTREAM_REQUESTS.labels(self.name, f"{response.status // 100}xx").inc()
+            labelled(UPSTREAM_LATENCY, self.name).observe(time.monotonic() - started)
+            labelled(UPSTREAM_REQUESTS, self.name, f"{response.status // 100}xx").inc()
             if response.status in (500, 502, 504) or (response.status == 503 and not _model_not_ready(response)):
                 self.breaker.failure()
             else:

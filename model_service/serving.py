@@ -30,7 +30,14 @@ from shared.errors import (
     UnprocessableEntity,
 )
 from shared.health import Check
-from shared.metrics import INFERENCE_LATENCY, INFERENCE_ROWS, MODEL_LOAD_FAILURES, MODEL_READY, MODEL_RUNTIME
+from shared.metrics import (
+    INFERENCE_LATENCY,
+    INFERENCE_ROWS,
+    MODEL_LOAD_FAILURES,
+    MODEL_READY,
+    MODEL_RUNTIME,
+    labelled,
+)
 from shared.oip import InferRequest, encode_tensor, parse_infer_request
 
 log = logging.getLogger(__name__)
@@ -346,8 +353,8 @@ class ModelServer:
             prediction = model.predict(features) if rows else None
         except (ValueError, TypeError, IndexError) as exc:  # e.g. values the estimator cannot take
             raise InferenceInputError(f"the model could not predict on these inputs: {str(exc)[:300]}") from None
-        INFERENCE_LATENCY.labels(name, label, model.runtime.name).observe(time.perf_counter() - started)
-        INFERENCE_ROWS.labels(name, label).inc(rows)
+        labelled(INFERENCE_LATENCY, name, label, model.runtime.name).observe(time.perf_counter() - started)
+        labelled(INFERENCE_ROWS, name, label).inc(rows)
         outputs: list[dict[str, Any]] = []
         if model.task == "classification":
             labels = prediction.labels if prediction is not None else np.empty(0, dtype=object)

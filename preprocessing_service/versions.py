@@ -34,7 +34,7 @@ from shared.errors import (
     PayloadTooLarge,
     UnprocessableEntity,
 )
-from shared.metrics import OUT_OF_RANGE, PREPROCESS_REJECTED, PREPROCESS_ROWS, TRANSFORM_LATENCY
+from shared.metrics import OUT_OF_RANGE, PREPROCESS_REJECTED, PREPROCESS_ROWS, TRANSFORM_LATENCY, labelled
 from shared.oip import encode_tensor
 from shared.pipeline import split_pipeline
 
@@ -152,8 +152,8 @@ class Preprocessor:
         return self._done(features, ids, warnings, started)
 
     def _done(self, features: np.ndarray, ids: list[Any], warnings: list[dict[str, Any]], started: float) -> Result:
-        PREPROCESS_ROWS.labels(self.name, str(self.version)).inc(features.shape[0])
-        TRANSFORM_LATENCY.labels(self.name, str(self.version), self.transform.kind).observe(
+        labelled(PREPROCESS_ROWS, self.name, str(self.version)).inc(features.shape[0])
+        labelled(TRANSFORM_LATENCY, self.name, str(self.version), self.transform.kind).observe(
             time.perf_counter() - started
         )
         return Result(features=features, ids=ids, warnings=warnings)

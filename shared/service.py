@@ -17,7 +17,7 @@ from flask.json.provider import DefaultJSONProvider
 from shared.errors import MalformedJSON, PayloadTooLarge, UnsupportedMediaType, register_error_handlers
 from shared.health import ReadinessProbe, health_blueprint
 from shared.logging import REQUEST_ID_PATTERN, accept_request_id, request_id_var
-from shared.metrics import HTTP_LATENCY, HTTP_REQUESTS, render_metrics
+from shared.metrics import HTTP_LATENCY, HTTP_REQUESTS, labelled, render_metrics
 
 access_log = logging.getLogger("modelgate.access")
 
@@ -25,6 +25,8 @@ REQUEST_ID_HEADER = "X-Request-ID"
 #: Sent by the gateway with a batched trip: the ids of every request in it (logged with the trip).
 BATCH_IDS_HEADER = "X-Batch-Request-IDs"
 MAX_BATCH_IDS = 256
+#: Methods counted under their own name in the request metrics; any other is counted as ``other``.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def init_service(app: Flask, service: str, readiness: ReadinessProbe, max_body_bytes: int) -> None:
@@ -47,8 +49,10 @@ def init_service(app: Flask, service: str, readiness: ReadinessProbe, max_body_b
         started = g.get("started")
         elapsed = time.perf_counter() - started if started is not None else 0.0
         route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
-        HTTP_REQUESTS.labels(service, route, request.method, str(response.status_code)).inc()
-        HTTP_LATENCY.labels(service, route, request.method).observe(elapsed)
+        # Any token is a method to HTTP: a client must not mint a time series per made-up one.
+        method = request.method if request.method in KNOWN_METHODS else "other"
+        labelled(HTTP_REQUESTS, service, route, method, str(response.status_code)).inc()
+        labelled(HTTP_LATENCY, service, route, method).observe(elapsed)
         if route not in ("/metrics", "/health") and access_log.isEnabledFor(logging.INFO):
             fields: dict[str, object] = {
                 "method": request.method,

@@ -133,6 +133,46 @@ def test_trips_never_exceed_max_rows() -> None:
     assert all(not isinstance(r, BaseException) for r in results)
 
 
+class Concurrency(Upstreams):
+    """Also records how many trips were travelling at once."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(delay=delay)
+        self.now = 0
+        self.most = 0
+
+    def __call__(self, *args: Any) -> Any:
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        try:
+            return super().__call__(*args)
+        finally:
+            with self.lock:
+                self.now -= 1
+
+
+def test_small_requests_wait_for_the_trip_in_flight_instead_of_starting_another() -> None:
+    """Two trips may travel, but one-row requests never fill a batch: they ride the next trip together."""
+    upstream = Concurrency(delay=0.25)  # long enough for all eight to arrive while the first travels
+    batcher = Batcher(upstream, max_rows=100, max_inflight=2)
+    results = run_concurrently(batcher, [entry(n) for n in range(1, 9)])
+    assert all(not isinstance(r, BaseException) for r in results)
+    assert upstream.most == 1
+    assert len(upstream.trips) == 2  # the first alone, the other seven together
+    assert sorted(len(trip) for trip in upstream.trips) == [1, 7]
+
+
+def test_a_full_batch_in_the_queue_leaves_without_waiting_up_to_max_inflight() -> None:
+    upstream = Concurrency(delay=0.1)
+    batcher = Batcher(upstream, max_rows=4, max_inflight=2)
+    results = run_concurrently(batcher, [entry(n, n + 10) for n in range(1, 8)])
+    assert all(not isinstance(r, BaseException) for r in results)
+    assert upstream.most == 2  # a queued full batch did not wait for the first trip
+    assert all(len(trip) <= 4 for trip in upstream.trips)
+    assert sum(len(trip) for trip in upstream.trips) == 14
+
+
 def test_a_client_error_in_a_shared_trip_sends_everyone_alone() -> None:
     upstream = Upstreams(delay=0.05)
     batcher = Batcher(upstream, max_rows=100, max_inflight=1)

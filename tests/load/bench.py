@@ -319,7 +319,8 @@ def versions() -> dict[str, str]:
     from importlib.metadata import version
 
     found = {"python": platform.python_version()}
-    for package in ("scikit-learn", "onnxruntime", "numpy", "flask", "gunicorn", "redis", "urllib3", "pyjwt"):
+    packages = ("scikit-learn", "onnxruntime", "numpy", "flask", "gunicorn", "gevent", "redis", "pycurl", "pyjwt")
+    for package in packages:
         found[package] = version(package)
     wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
     found["wrk"] = (wrk.stdout or wrk.stderr).split("[")[0].replace("wrk", "").strip()
@@ -355,8 +356,9 @@ def write_report(
         + ", ".join(f"{k}: {v}" for k, v in runtimes.items())
         + ".",
         "- modelgate: gateway, preprocessing and model service, each gunicorn with the project's config "
-        "(2 gthread workers each; 16 threads in the gateway, 4 elsewhere), JWT verification and Redis rate "
-        "limiting on every request, adaptive batching in the gateway.",
+        "(2 workers each: gevent in the gateway, gthread with 4 threads elsewhere), JWT verification and Redis "
+        f"rate limiting on every request, adaptive batching in the gateway (BATCH_INFLIGHT "
+        f"{os.environ.get('BATCH_INFLIGHT') or 'default'}).",
         "- Baseline: one Flask app, gunicorn with 4 sync workers, the Pipeline called per request on a pandas "
         "frame, no auth (`tests/load/baseline_app.py`).",
         f"- Each cell: `wrk -t2 -c<connections> -d{duration}s --latency` after a 2 s warm-up; bodies rotate over "

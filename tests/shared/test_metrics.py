@@ -47,6 +47,12 @@ def test_requests_are_counted_by_route_template_not_raw_path(client: FlaskClient
     assert ours[(total, labels(service=service_name, route="<unmatched>", method="GET", status="404"))] == 2
     # No rule matched a 405 either: unmatched requests share one label, so junk paths add no series.
     assert ours[(total, labels(service=service_name, route="<unmatched>", method="DELETE", status="405"))] == 1
+    # Made-up methods share one label too.
+    for method in ("BREW", "WHEN", "PROPFIND"):
+        client.open("/echo", method=method)
+    methods = {dict(key[1]).get("method") for key in scrape(client) if ("service", service_name) in key[1]}
+    assert methods <= {"GET", "DELETE", "other", None}
+    assert "other" in methods
     routes = {dict(key[1]).get("route") for key in ours}
     assert not any(route and route.startswith(("/items/1", "/items/2", "/no/")) for route in routes)
     count = ours[
