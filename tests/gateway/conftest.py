@@ -24,7 +24,7 @@ from flask import Flask
 
 from gateway import Gateway, create_app
 from gateway.config import GatewaySettings
-from tests.conftest import SIGNING_KEY, RedisServer
+from tests.conftest import SIGNING_KEY, RedisServer, free_port
 
 #: The HS256 key of the test gateways (long enough for production's checks).
 SECRET = "gateway-test-secret-0123456789abcdef-0123456789abcdef-not-a-real-one"
@@ -58,13 +58,6 @@ def make_token(
 def bearer(token: str) -> dict[str, str]:
     """The Authorization header for ``token``."""
     return {"Authorization": f"Bearer {token}"}
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on (bound once, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def dead_url() -> str:

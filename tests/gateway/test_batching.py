@@ -215,6 +215,28 @@ def test_a_waiting_request_gives_up_at_its_own_deadline() -> None:
     assert [len(trip) for trip in upstream.trips] == [1]  # the impatient request never travelled
 
 
+def test_a_shared_trip_carries_each_request_s_instances_as_sent() -> None:
+    """The batch body is spliced from the requests' own bodies, whatever their spacing or key escapes."""
+    upstream = Upstreams(delay=0.05)
+    batcher = Batcher(upstream, max_rows=100, max_inflight=1)
+    instances = [[{"x": 1, "id": "a[1]"}], [{"x": 2, "id": "]"}, {"x": 3, "id": "[["}], [{"x": 4, "id": "é"}]]
+    bodies = [
+        b'{"instances": [{"x": 1, "id": "a[1]"}]}',
+        b' {\n "\\u0069nstances" :\t[ {"x":2,"id":"]"} , {"x":3,"id":"[["} ]\n}\n ',
+        '{"instances":[{"x":4,"id":"é"}]}'.encode(),
+    ]
+    entries = [
+        Entry(found, body, f"req-{n}", time.monotonic() + 5)
+        for n, (found, body) in enumerate(zip(instances, bodies, strict=True))
+    ]
+    for body, found in zip(bodies, instances, strict=True):
+        assert orjson.loads(body) == {"instances": found}  # what the route parsed before batching
+    results = run_concurrently(batcher, entries)
+    assert upstream.trips[1] == [i for found in instances[1:] for i in found]
+    for found, (parameters, _) in zip(instances, results, strict=True):
+        assert parameters["instance_ids"] == [i["id"] for i in found]
+
+
 def test_lanes_are_per_model_version() -> None:
     upstream = Upstreams(delay=0.05)
     batcher = Batcher(upstream, max_rows=100, max_inflight=1)

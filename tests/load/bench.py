@@ -36,12 +36,6 @@ JWT_SECRET = "benchmark-jwt-secret-0123456789abcdefghijklmnopqrstuvwxyz"
 SIGNING_KEY = "benchmark-signing-key-0123456789abcdefghijklmnopqrstuvwxyz"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def wait_ready(url: str, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -205,7 +199,7 @@ def main() -> int:
     rows = trained["rows"]
 
     from shared.tokens import issue_token
-    from tests.conftest import RedisServer
+    from tests.conftest import RedisServer, free_port
 
     redis_server = RedisServer(workdir)
     ports = {"model": free_port(), "preprocessing": free_port(), "gateway": free_port(), "baseline": free_port()}
