@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from gateway.upstreams import UpstreamBadResponse
 from shared.errors import GatewayTimeout, ModelgateError, Relayed
 from shared.metrics import BATCH_SIZE
@@ -56,14 +58,24 @@ class Lane:
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     pending: list[Entry] = field(default_factory=list)
+    #: Instances in ``pending``.
+    rows: int = 0
     inflight: int = 0
 
 
-def _instances_text(raw_body: bytes) -> bytes:
-    """The text of the array in a body that parsed as exactly ``{"instances": [...]}``: the body's first ``[``
-    opens it (the one key, however it is escaped, holds no ``[``) and its last ``]`` closes it. Joining
-    these texts builds a batch's body without encoding again what every request already sent."""
-    return raw_body[raw_body.index(b"[") + 1 : raw_body.rindex(b"]")].strip()
+def _instances_text(entry: Entry) -> bytes:
+    """The JSON text of a request's instances, to join into a batch's body.
+
+    A body that parsed as exactly ``{"instances": [...]}`` is cut from its own bytes (from its first ``[`` to
+    its last ``]``) when the key appears once and unescaped: then the one key holds no ``[`` and nothing but
+    ``}`` follows the array. Anything else (a repeated key, which JSON parsers resolve to the last one, or
+    any backslash) is encoded again from what was parsed, so a batch always carries exactly the instances
+    each request was checked and counted with.
+    """
+    raw = entry.raw_body
+    if raw.count(b"instances") == 1 and b"\\" not in raw:
+        return raw[raw.index(b"[") + 1 : raw.rindex(b"]")].strip()
+    return orjson.dumps(entry.instances)[1:-1]
 
 
 class Batcher:
@@ -93,6 +105,7 @@ class Batcher:
         lane = self._lane((name, version))
         with lane.lock:
             lane.pending.append(entry)
+            lane.rows += len(entry.instances)
             batch = None
             if lane.inflight == 0 or (lane.inflight < self.max_inflight and self._full(lane)):
                 lane.inflight += 1
@@ -131,6 +144,7 @@ class Batcher:
                 if not woken:
                     if entry in lane.pending:
                         lane.pending.remove(entry)
+                        lane.rows -= len(entry.instances)
                     raise GatewayTimeout("the request deadline passed while it waited for its batch")
 
     def _pass_on(self, lane: Lane) -> None:
@@ -145,7 +159,7 @@ class Batcher:
 
     def _full(self, lane: Lane) -> bool:
         """Whether the queue holds at least one whole batch."""
-        return sum(len(e.instances) for e in lane.pending) >= self.max_rows
+        return lane.rows >= self.max_rows
 
     def _take(self, lane: Lane) -> list[Entry]:
         """Everything queued, oldest first, up to ``max_rows`` instances (always at least one request)."""
@@ -153,6 +167,7 @@ class Batcher:
         rows = 0
         while lane.pending and (not batch or rows + len(lane.pending[0].instances) <= self.max_rows):
             queued = lane.pending.pop(0)
+            lane.rows -= len(queued.instances)
             batch.append(queued)
             rows += len(queued.instances)
         return batch
@@ -164,7 +179,7 @@ class Batcher:
         if len(batch) == 1:
             body = batch[0].raw_body
         else:
-            body = b'{"instances":[' + b",".join(_instances_text(e.raw_body) for e in batch) + b"]}"
+            body = b'{"instances":[' + b",".join(_instances_text(e) for e in batch) + b"]}"
         try:
             # Every request's id travels with the trip, so each appears in the upstreams' logs.
             request_ids = [e.request_id for e in batch]

@@ -75,6 +75,20 @@ class _Call:
         self.wake = threading.Event()
 
 
+def _round_trip(connection: Any, packed: list[bytes], count: int, results: list[Any]) -> None:
+    """Send ``count`` packed commands and append their replies (a script's own error as its reply)."""
+    try:
+        connection.send_packed_command(packed, check_health=False)
+        for _ in range(count):
+            try:
+                results.append(connection.read_response())
+            except redis.ResponseError as exc:  # this script's own error; the others' replies still follow
+                results.append(exc)
+    except BaseException:
+        connection.disconnect()  # a half-read reply must never be taken for the next batch's
+        raise
+
+
 class ScriptPipeline:
     """Runs the GCRA script for concurrent callers, several per round trip (group commit).
 
@@ -113,7 +127,11 @@ class ScriptPipeline:
                 if call.error is not None:
                     raise call.error
                 return call.result
-            woken = call.wake.wait(self.wait_seconds)
+            try:
+                woken = call.wake.wait(self.wait_seconds)
+            except BaseException:  # killed while waiting (a worker shutting down): others must not wait on us
+                self._abandon(call)
+                raise
             with self._lock:
                 call.wake.clear()
                 if call.lead is not None:
@@ -123,6 +141,21 @@ class ScriptPipeline:
                     if call in self._queue:
                         self._queue.remove(call)
                     raise redis.TimeoutError("no answer from the rate-limit store in time")
+
+    def _abandon(self, call: _Call) -> None:
+        """Take a call that will not wait any longer out of the queue, and pass on a batch it was handed."""
+        with self._lock:
+            if call in self._queue:
+                self._queue.remove(call)
+            lead, call.lead = call.lead, None
+            if lead is None:
+                return
+            others = [c for c in lead if c is not call]
+            if others:
+                others[0].lead = others
+                others[0].wake.set()
+                return
+        self._pass_on()
 
     def _pass_on(self) -> None:
         with self._lock:
@@ -134,15 +167,26 @@ class ScriptPipeline:
                 self._busy = False
 
     def _carry(self, batch: list[_Call]) -> None:
+        results: list[Any]
         try:
             results = self._send(batch)
-            if any(isinstance(r, redis.exceptions.NoScriptError) for r in results):
+            forgotten = [i for i, r in enumerate(results) if isinstance(r, redis.exceptions.NoScriptError)]
+            if forgotten:
                 self.client.script_load(self.script)  # a restarted or flushed Redis forgot it
-                results = self._send(batch)
+                # Only the calls that did not run go again: the others already counted.
+                for index, result in zip(forgotten, self._send([batch[i] for i in forgotten]), strict=True):
+                    results[index] = result
         except redis.RedisError as exc:
             results = [exc] * len(batch)
         except Exception as exc:  # noqa: BLE001 - whatever broke, every waiter must be woken with it
             results = [redis.RedisError(f"{type(exc).__name__}: {exc}")] * len(batch)
+        except BaseException:  # killed mid-trip: wake everyone with an error, then go down
+            self._finish(batch, [redis.RedisError("the rate-limit call was interrupted")] * len(batch))
+            raise
+        self._finish(batch, results)
+
+    @staticmethod
+    def _finish(batch: list[_Call], results: list[Any]) -> None:
         for call, result in zip(batch, results, strict=True):
             if isinstance(result, BaseException):
                 call.error = result
@@ -154,24 +198,22 @@ class ScriptPipeline:
     def _send(self, batch: list[_Call]) -> list[Any]:
         """One round trip on the pipeline's own connection: only the carrier uses it, one batch at a time,
         which spares redis-py's pool checkout, health check and retry layers on every request."""
-        connection = self._connection
-        if connection is None:
+        reused = self._connection is not None
+        if self._connection is None:
             pool = self.client.connection_pool
-            connection = self._connection = pool.connection_class(**pool.connection_kwargs)
+            self._connection = pool.connection_class(**pool.connection_kwargs)
+        connection = self._connection
+        packed = connection.pack_commands([("EVALSHA", self.sha, 1, *call.args) for call in batch])
+        results: list[Any] = []
         try:
-            connection.send_packed_command(
-                connection.pack_commands([("EVALSHA", self.sha, 1, *call.args) for call in batch]), check_health=False
-            )
-            results: list[Any] = []
-            for _ in batch:
-                try:
-                    results.append(connection.read_response())
-                except redis.ResponseError as exc:  # this script's own error; the others' replies still follow
-                    results.append(exc)
-            return results
-        except BaseException:
-            connection.disconnect()  # a half-read reply must never be taken for the next batch's
-            raise
+            _round_trip(connection, packed, len(batch), results)
+        except redis.ConnectionError:
+            if not reused or results:
+                raise
+            # A kept connection that Redis closed meanwhile (a restart, an idle timeout): no reply came back,
+            # so nothing ran; once more on a new connection, as redis-py's own client would.
+            _round_trip(connection, packed, len(batch), results)
+        return results
 
     def close(self) -> None:
         """Close the pipeline's connection."""

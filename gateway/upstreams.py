@@ -96,6 +96,14 @@ class TimedOut(Exception):
     """The request went out and no answer came back in time."""
 
 
+class Expired(Exception):
+    """The deadline passed before the request could be sent (it waited for a thread): nothing was tried."""
+
+
+#: ``_perform``'s code for "the deadline passed before anything was sent".
+_EXPIRED = -2
+
+
 #: libcurl codes for "the connection failed" (whether the request went out decides what that means).
 _CONNECTION_ERRORS = frozenset(
     {
@@ -150,10 +158,11 @@ class Connections:
         headers: dict[str, str],
         *,
         connect_timeout: float,
-        timeout: float,
+        deadline: float,
         fresh: bool = False,
     ) -> Response:
-        """One HTTP/1.1 exchange. Raises ``Unreachable``, ``Dropped`` or ``TimedOut``.
+        """One HTTP/1.1 exchange, over by ``deadline`` (a ``time.monotonic()`` instant). Raises ``Unreachable``,
+        ``Dropped``, ``TimedOut`` or ``Expired``.
 
         ``fresh`` uses a new connection, closed afterwards: libcurl resends a request whose reused connection
         turns out dead, which must never happen to a call that is not idempotent.
@@ -171,16 +180,21 @@ class Connections:
             handle.setopt(pycurl.HTTPGET, 1)
         else:
             handle.setopt(pycurl.POSTFIELDS, body)
-        handle.setopt(pycurl.CUSTOMREQUEST, None if method in ("GET", "POST") else method)
-        handle.setopt(pycurl.CONNECTTIMEOUT_MS, max(1, math.ceil(connect_timeout * 1000)))
-        handle.setopt(pycurl.TIMEOUT_MS, max(1, math.ceil(timeout * 1000)))
+        # HEAD (Flask answers it on every GET route) has no body to wait for; set after HTTPGET, which clears it.
+        handle.setopt(pycurl.NOBODY, 1 if method == "HEAD" else 0)
+        handle.setopt(pycurl.CUSTOMREQUEST, None if method in ("GET", "POST", "HEAD") else method)
         handle.setopt(pycurl.FRESH_CONNECT, 1 if fresh else 0)
         handle.setopt(pycurl.FORBID_REUSE, 1 if fresh else 0)
         handle.setopt(pycurl.WRITEFUNCTION, chunks.append)
         handle.setopt(pycurl.HEADERFUNCTION, header_lines.append)
-        code, sent, status = self._perform(handle)
+        code, sent, status = self._perform(handle, connect_timeout, deadline)
+        # Let go of this call's body and answer: an idle handle must not hold them.
+        handle.setopt(pycurl.WRITEFUNCTION, _discard)
+        handle.setopt(pycurl.HEADERFUNCTION, _discard)
         if code is not None:
             handle.close()
+            if code == _EXPIRED:
+                raise Expired()
             if not sent:
                 if code == pycurl.E_OPERATION_TIMEDOUT:
                     raise Unreachable("connect timeout")
@@ -191,12 +205,12 @@ class Connections:
         self._give_back(handle)
         return Response(status, _parse_headers(header_lines), b"".join(chunks))
 
-    def _perform(self, handle: pycurl.Curl) -> tuple[int | None, bool, int]:
+    def _perform(self, handle: pycurl.Curl, connect_timeout: float, deadline: float) -> tuple[int | None, bool, int]:
         """Run the exchange: (libcurl error code or None, whether the request went out, status)."""
         if self._threadpool is not None:
-            result: tuple[int | None, bool, int] = self._threadpool.apply(_perform, (handle,))
+            result: tuple[int | None, bool, int] = self._threadpool.apply(_perform, (handle, connect_timeout, deadline))
             return result
-        return _perform(handle)
+        return _perform(handle, connect_timeout, deadline)
 
     def close(self) -> None:
         """Close every idle connection; handles still lent out are closed when they come back."""
@@ -211,7 +225,17 @@ class Connections:
 UPSTREAM_THREADS = 64
 
 
-def _perform(handle: pycurl.Curl) -> tuple[int | None, bool, int]:
+def _discard(_data: bytes) -> None:
+    """A callback that keeps nothing."""
+
+
+def _perform(handle: pycurl.Curl, connect_timeout: float, deadline: float) -> tuple[int | None, bool, int]:
+    # Timeouts are taken here, when a thread is running the call: waiting for one must not stretch the deadline.
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        return _EXPIRED, False, 0
+    handle.setopt(pycurl.CONNECTTIMEOUT_MS, max(1, math.ceil(min(connect_timeout, remaining) * 1000)))
+    handle.setopt(pycurl.TIMEOUT_MS, max(1, math.ceil(remaining * 1000)))
     try:
         handle.perform()
     except pycurl.error as exc:
@@ -388,8 +412,8 @@ class Upstream:
                     path,
                     body,
                     send,
-                    connect_timeout=min(self.connect_timeout, remaining),
-                    timeout=remaining,
+                    connect_timeout=self.connect_timeout,
+                    deadline=deadline,
                     fresh=not idempotent,
                 )
             except TimedOut:
@@ -399,6 +423,8 @@ class Upstream:
                 UPSTREAM_REQUESTS.labels(self.name, "timeout").inc()
                 UPSTREAM_LATENCY.labels(self.name).observe(time.monotonic() - started)
                 raise UpstreamTimeout(self.name) from None
+            except Expired:
+                break
             except Unreachable as exc:
                 last_reason = str(exc)
                 self._failed(address)
@@ -455,9 +481,11 @@ class Upstream:
         results = {}
         for index, address in enumerate(self.addresses):
             try:
-                reply = address.connections.send("GET", path, None, {}, connect_timeout=timeout, timeout=timeout)
+                reply = address.connections.send(
+                    "GET", path, None, {}, connect_timeout=timeout, deadline=time.monotonic() + timeout
+                )
                 results[f"{self.name}[{index}]"] = reply.status == 200
-            except (Unreachable, Dropped, TimedOut):
+            except (Unreachable, Dropped, TimedOut, Expired):
                 results[f"{self.name}[{index}]"] = False
         answer = {"addresses": results, "circuit": self.breaker.state}
         with self._lock:

@@ -134,11 +134,12 @@ class _Handler(BaseHTTPRequestHandler):
             for key, value in reply.headers.items():
                 self.send_header(key, value)
             self.end_headers()
-            self.wfile.write(payload)
+            if self.command != "HEAD":  # a HEAD answer has the GET answer's headers, and no body
+                self.wfile.write(payload)
         except OSError:  # the client gave up waiting (timeout tests)
             self.close_connection = True
 
-    do_GET = do_POST = do_PUT = do_DELETE = _serve
+    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = _serve
 
 
 class _Server(ThreadingHTTPServer):

@@ -237,6 +237,34 @@ def test_a_shared_trip_carries_each_request_s_instances_as_sent() -> None:
         assert parameters["instance_ids"] == [i["id"] for i in found]
 
 
+def test_a_body_with_a_repeated_key_travels_as_it_was_parsed() -> None:
+    """JSON parsers keep a repeated key's last value: the batch must carry exactly those instances, or one
+    client's rows would shift onto another's answers."""
+    upstream = Upstreams(delay=0.05)
+    batcher = Batcher(upstream, max_rows=100, max_inflight=1)
+    bodies = [
+        b'{"instances": [{"x": 1, "id": "first"}]}',
+        b'{"instances": [{"x": 2, "id": "x1"}, {"x": 3, "id": "x2"}], "instances": [{"x": 4, "id": "sneaky"}]}',
+        b'{"instances": [{"x": 5, "id": "victim"}]}',
+        b'{"instances": [{"x": 6, "id": "same-text-as-a-value: instances"}]}',
+    ]
+    entries = []
+    for n, body in enumerate(bodies):
+        parsed = orjson.loads(body)
+        assert list(parsed) == ["instances"]  # what the predict route checks before a body may share a trip
+        entries.append(Entry(parsed["instances"], body, f"req-{n}", time.monotonic() + 5))
+
+    results = run_concurrently(batcher, entries)
+
+    assert [p["instance_ids"] for p, _ in results] == [
+        ["first"],
+        ["sneaky"],
+        ["victim"],
+        [entries[3].instances[0]["id"]],
+    ]
+    assert [r["outputs"][0]["data"] for _, r in results] == [["1"], ["4"], ["5"], ["6"]]
+
+
 def test_lanes_are_per_model_version() -> None:
     upstream = Upstreams(delay=0.05)
     batcher = Batcher(upstream, max_rows=100, max_inflight=1)

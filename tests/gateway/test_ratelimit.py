@@ -19,7 +19,7 @@ import redis
 from flask import Flask
 
 from gateway import ratelimit
-from gateway.ratelimit import Decision, Quota, RateLimiter
+from gateway.ratelimit import Decision, Quota, RateLimiter, _Call
 from tests.conftest import RedisServer
 from tests.gateway.conftest import FakeServer, Reply, bearer, make_token, state_of
 
@@ -39,12 +39,14 @@ def make_limiter(redis_url: str) -> Iterator[Callable[..., RateLimiter]]:
         fallback: Quota | None = None,
         failure_mode: str = "open",
         timeout: float = 0.1,
+        wait_seconds: float = 1.0,
         **tiers: Quota,
     ) -> RateLimiter:
         client = redis.Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=0
         )
-        limiter = RateLimiter(client, {"default": default, **tiers}, fallback or Quota(2, 60.0, 2), failure_mode)
+        fallback = fallback or Quota(2, 60.0, 2)
+        limiter = RateLimiter(client, {"default": default, **tiers}, fallback, failure_mode, wait_seconds=wait_seconds)
         limiters.append(limiter)
         return limiter
 
@@ -275,18 +277,53 @@ def test_a_redis_that_forgot_the_script_is_given_it_again(
     assert [(d.allowed, d.source) for d in decisions] == [(True, "redis"), (False, "redis")]
 
 
+def test_only_the_calls_redis_did_not_run_are_sent_again_after_a_script_flush(
+    make_limiter: Callable[..., RateLimiter], shared_redis: RedisServer
+) -> None:
+    """A pipeline where some scripts ran and some found the script gone: the ones that ran count once."""
+    limiter = make_limiter(Quota(10, 60.0, 10))
+    pipeline = limiter._script
+    send = pipeline._send
+    flushed = False
+
+    def flush_midway(batch: list[Any]) -> list[Any]:
+        """As if another client's SCRIPT FLUSH landed between the pipeline's two scripts."""
+        nonlocal flushed
+        if flushed:
+            return send(batch)
+        flushed = True
+        ran = send(batch[:1])
+        client = shared_redis.client()
+        try:
+            client.script_flush()
+        finally:
+            client.close()
+        return [*ran, *send(batch[1:])]
+
+    pipeline._send = flush_midway  # type: ignore[method-assign]
+
+    batch = [_Call((limiter.key("alice"), 6_000_000, 10)), _Call((limiter.key("bob"), 6_000_000, 10))]
+    pipeline._carry(batch)
+
+    assert [c.error for c in batch] == [None, None]
+    assert [c.result[1] for c in batch] == [9, 9]  # remaining: each counted exactly once
+
+
 def test_a_store_error_reaches_every_waiting_caller(make_limiter: Callable[..., RateLimiter]) -> None:
-    """Every request queued behind a failing round trip is woken with the error and falls back."""
-    limiter = make_limiter(Quota(100, 60.0, 100), fallback=Quota(1000, 60.0, 1000))
+    """Every request queued behind a failing round trip is woken with the error at once and falls back
+    (not after its own wait runs out: that is 30 s here)."""
+    limiter = make_limiter(Quota(100, 60.0, 100), fallback=Quota(1000, 60.0, 1000), wait_seconds=30.0)
 
     def failing(batch: list[Any]) -> list[Any]:
         time.sleep(0.01)
         raise redis.ConnectionError("gone")
 
     limiter._script._send = failing  # type: ignore[method-assign]
+    started = time.monotonic()
     with ThreadPoolExecutor(8) as pool:
         decisions = list(pool.map(limiter.hit, [f"user-{i}" for i in range(8)]))
 
+    assert time.monotonic() - started < 5.0
     assert [d.source for d in decisions] == ["fallback"] * 8
     assert all(d.allowed for d in decisions)
 

@@ -208,6 +208,46 @@ def test_a_spent_deadline_sends_nothing(
     assert server.requests == []
 
 
+def test_head_answers_at_once_and_the_connection_stays_usable(
+    make_upstream: Callable[..., Upstream], start_server: Callable[..., FakeServer]
+) -> None:
+    """A HEAD answer has a Content-Length but no body: waiting for one would hold the call to its deadline."""
+    server = start_server(OK)
+    upstream = make_upstream([server.url])
+
+    started = time.monotonic()
+    head = upstream.request("HEAD", "/x", body=None, headers={}, deadline=time.monotonic() + 2)
+    after = call(upstream)
+
+    assert time.monotonic() - started < 0.5
+    assert (head.status, head.body, int(head.headers["content-length"])) == (200, b"", len(b'{"ok": true}'))
+    assert after.json() == {"ok": True}
+    assert [r.method for r in server.requests] == ["HEAD", "GET"]
+    assert server.connections == 1
+
+
+def test_a_call_that_waited_past_its_deadline_sends_nothing(
+    make_upstream: Callable[..., Upstream], start_server: Callable[..., FakeServer]
+) -> None:
+    """Under gevent a call waits for a thread: the deadline counts from the request, not from that thread."""
+    server = start_server(OK)
+    upstream = make_upstream([server.url])
+    connections = upstream.addresses[0].connections
+    real = connections._perform
+
+    def late(handle: Any, connect_timeout: float, deadline: float) -> Any:
+        time.sleep(max(0.0, deadline - time.monotonic()) + 0.01)  # every thread was busy until then
+        return real(handle, connect_timeout, deadline)
+
+    connections._perform = late  # type: ignore[method-assign]
+    with pytest.raises(UpstreamTimeout):
+        call(upstream, within=0.1)
+
+    assert server.requests == []
+    assert upstream.addresses[0].failures == 0  # the address did nothing wrong
+    assert upstream.breaker.state == "closed"
+
+
 def test_every_nth_request_asks_for_connection_close(
     make_upstream: Callable[..., Upstream], start_server: Callable[..., FakeServer]
 ) -> None:
