@@ -68,9 +68,10 @@ token: $(STAMP) ## print a signed JWT for local use (SUB=, SCOPE= optional)
 	@$(BIN)/modelgate token --sub "$(SUB)" --scope "$(SCOPE)"
 
 BENCH_DURATION ?= 10
-bench: $(STAMP) ## wrk against a fresh stack and a single-app baseline; writes docs/benchmark.md
+BENCH_ROUNDS ?= 3
+bench: $(STAMP) ## wrk against a fresh stack and a single-app baseline (about 10 minutes); writes docs/benchmark.md
 	@command -v wrk >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk; }
-	$(BIN)/python tests/load/bench.py --duration $(BENCH_DURATION)
+	$(BIN)/python tests/load/bench.py --duration $(BENCH_DURATION) --rounds $(BENCH_ROUNDS)
 
 demo: $(STAMP) ## train and register the demo models into MODEL_REGISTRY (./models) unless already there
 	$(BIN)/modelgate train --demo all --if-missing

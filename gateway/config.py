@@ -101,7 +101,8 @@ class GatewaySettings(CommonSettings):
     #: Seconds a model's deployment (which version serves) is cached.
     deployment_cache_seconds: float = Field(default=1.0, ge=0.0)
     #: Adaptive batching: concurrent predicts for one model version share a trip of at most this many
-    #: instances (0 turns batching off), with at most ``BATCH_INFLIGHT`` trips per version per worker.
+    #: instances (0 turns batching off), with at most ``BATCH_INFLIGHT`` trips per version per worker; a trip
+    #: beyond the first leaves early only when a full batch is waiting.
     batch_max_rows: int = Field(default=256, ge=0, le=100_000)
     batch_inflight: int = Field(default=2, ge=1, le=64)
     #: A classifier answer under this confidence is flagged ``review_required``.

@@ -51,6 +51,9 @@ bind = [f"{os.environ.get('BIND_HOST', '127.0.0.1')}:{port}"]
 # 40% of gthread's CPU (220 against 575 microseconds for a minimal Flask app, measured here), and it is the
 # busiest process. The model and preprocessing services compute, and keep gthread's pooled keep-alive.
 worker_class = "gevent" if SERVICE == "gateway" else "gthread"
+# Two workers each. A single gevent gateway worker fills its batches better (one event loop sees every
+# connection) but caps the gateway at one core: measured here, it lost a third on 100-row requests and at
+# 64 connections, and pinned the upstreams' keep-alive traffic on one of their workers.
 workers = _int("WEB_CONCURRENCY", 2, 1, 64)
 threads = _int("GUNICORN_THREADS", 4, 1, 256)
 # Concurrent connections per gateway worker (gevent); beyond it, connections wait in the listen backlog.

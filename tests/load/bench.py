@@ -392,9 +392,12 @@ def write_report(
         + ", ".join(f"{k}: {v}" for k, v in runtimes.items())
         + ".",
         "- modelgate: gateway, preprocessing and model service, each gunicorn with the project's config "
-        "(2 workers each: gevent in the gateway, gthread with 4 threads elsewhere), JWT verification and Redis "
-        f"rate limiting on every request, adaptive batching in the gateway (BATCH_INFLIGHT "
-        f"{os.environ.get('BATCH_INFLIGHT') or 'default'}).",
+        "(two gevent workers in the gateway, two gthread workers of 4 threads in the others), JWT verification "
+        "and Redis rate limiting on every request, adaptive batching in the gateway"
+        + "".join(
+            f", {name}={os.environ[name]}" for name in ("WEB_CONCURRENCY", "BATCH_INFLIGHT") if os.environ.get(name)
+        )
+        + ".",
         "- Baseline: one Flask app, gunicorn with 4 sync workers, the Pipeline called per request on a pandas "
         "frame, no auth (`tests/load/baseline_app.py`).",
         f"- Each cell: after a 2 s warm-up of each, {rounds} rounds of `wrk -t2 -c<connections> -d{duration}s "
