@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask
 
 from model_service.config import ModelServiceSettings
-from model_service.serving import ModelServer
+from model_service.serving import STOP_WAIT_SECONDS, ModelServer
 from shared.config import load_settings
 from shared.logging import configure_logging
 from shared.service import init_service
@@ -21,11 +21,12 @@ def create_app(settings: ModelServiceSettings | None = None) -> Flask:
     server = ModelServer.from_settings(settings)
     app.extensions["modelgate.models"] = server
     app.extensions["modelgate.settings"] = settings
-    init_service(app, SERVICE, server.readiness, settings.max_body_bytes)
+    init_service(app, SERVICE, server.readiness, settings.max_body_bytes, settings.body_idle_timeout_seconds)
 
     from model_service.routes import oip, registry
 
     app.register_blueprint(oip.bp)
     app.register_blueprint(registry.bp)
     server.start(background=settings.load_in_background)
+    app.extensions["modelgate.on_exit"] = [lambda budget: server.stop(wait=min(budget, STOP_WAIT_SECONDS))]
     return app

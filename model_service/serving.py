@@ -51,6 +51,8 @@ ECHOED_PARAMETERS = ("instance_ids", "warnings")
 STARTUP_WAIT_SECONDS = 15.0
 #: Seconds before a version that failed to load is tried again.
 RETRY_FAILED_AFTER = 30.0
+#: Most seconds a stopping worker waits for a load in progress (less if gunicorn's timeouts are shorter).
+STOP_WAIT_SECONDS = 10.0
 
 _NUMERIC = {"UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"}
 _ACCEPTS = {
@@ -122,9 +124,18 @@ class ModelServer:
         self._thread = threading.Thread(target=self._run, args=(not background,), name="model-loader", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
-        """Stop the refresh thread (tests)."""
+    def stop(self, wait: float = 0.0) -> None:
+        """Stop the refresh thread; with ``wait``, give a load in progress up to that many seconds to end.
+
+        A worker calls it with a wait before it exits (gunicorn's ``worker_exit`` hook): a process must not
+        exit while the loader is inside onnxruntime, which builds a session in C++ without the GIL; the
+        runtime torn down under it aborts the process ("terminate called without an active exception",
+        seen 3 times in 150 workers stopped a few seconds after they booted).
+        """
         self._stop.set()
+        thread = self._thread
+        if wait > 0 and thread is not None and thread is not threading.current_thread():
+            thread.join(wait)
 
     def wait_ready(self, timeout: float) -> bool:
         """Block until the first load pass is over."""
@@ -163,6 +174,8 @@ class ModelServer:
             self._incoming = deployments
         for name, deployment in deployments.items():
             for version in deployment.versions():
+                if self._stop.is_set():  # stopping: the versions not loaded yet are not needed any more
+                    return
                 self._ensure_loaded(name, version, retry=True)
         with self._lock:
             self._deployments = deployments

@@ -42,7 +42,7 @@ def create_app(settings: PreprocessingSettings | None = None, *, warm: bool = Tr
             "models": Check(True, "", data),
         }
 
-    init_service(app, SERVICE, readiness, settings.max_body_bytes)
+    init_service(app, SERVICE, readiness, settings.max_body_bytes, settings.body_idle_timeout_seconds)
     from preprocessing_service.routes import bp
 
     app.register_blueprint(bp)

@@ -78,6 +78,14 @@ class MalformedJSON(BadRequest):
         super().__init__(reason)
 
 
+class MalformedBody(BadRequest):
+    slug = "malformed-body"
+
+
+class RequestTimeout(ModelgateError):
+    status, title, slug = 408, "Request Timeout", "request-timeout"
+
+
 class InferenceInputError(BadRequest):
     slug = "invalid-inference-request"
 
@@ -133,8 +141,8 @@ class PayloadTooLarge(ModelgateError):
 class UnsupportedMediaType(ModelgateError):
     status, title, slug = 415, "Unsupported Media Type", "unsupported-media-type"
 
-    def __init__(self, got: str | None = None) -> None:
-        super().__init__(f"expected Content-Type application/json, got {got or 'none'}")
+    def __init__(self, got: str | None = None, *, detail: str | None = None) -> None:
+        super().__init__(detail or f"expected Content-Type application/json, got {got or 'none'}")
 
 
 class UnprocessableEntity(ModelgateError):

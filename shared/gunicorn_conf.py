@@ -10,7 +10,9 @@ instead of pinning a sync worker. The gateway, which only waits on Redis and its
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -50,7 +52,8 @@ bind = [f"{os.environ.get('BIND_HOST', '127.0.0.1')}:{port}"]
 # The gateway only waits (on Redis, on its upstreams, on its batches): gevent serves a request for about
 # 40% of gthread's CPU (220 against 575 microseconds for a minimal Flask app, measured here), and it is the
 # busiest process. The model and preprocessing services compute, and keep gthread's pooled keep-alive.
-worker_class = "gevent" if SERVICE == "gateway" else "gthread"
+# gunicorn's own workers, answering HTTP protocol errors in problem+json (shared.gunicorn_workers).
+worker_class = "shared.gunicorn_gevent.GeventWorker" if SERVICE == "gateway" else "shared.gunicorn_workers.ThreadWorker"
 # Two workers each. A single gevent gateway worker fills its batches better (one event loop sees every
 # connection) but caps the gateway at one core: measured here, it lost a third on 100-row requests and at
 # 64 connections, and pinned the upstreams' keep-alive traffic on one of their workers.
@@ -59,7 +62,7 @@ threads = _int("GUNICORN_THREADS", 4, 1, 256)
 # Concurrent connections per gateway worker (gevent); beyond it, connections wait in the listen backlog.
 worker_connections = _int("GUNICORN_WORKER_CONNECTIONS", 1000, 1, 100_000)
 # A worker that stays silent this long is killed and replaced; model loading runs in a thread, so it
-# never holds the worker's heartbeat.
+# never holds the worker's heartbeat (a stopping worker waits for a load in progress within it).
 timeout = _int("GUNICORN_TIMEOUT", 30, 5, 600)
 graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 20, 1, 600)
 keepalive = _int("GUNICORN_KEEPALIVE", 5, 0, 300)
@@ -82,6 +85,12 @@ class ServiceLogger(Logger):  # type: ignore[misc]
 
     def access(self, resp: Any, req: Any, environ: Any, request_time: Any) -> None:
         """Nothing: the service's own access log covers every request."""
+
+    def debug(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        """gunicorn's debug lines, except the request bytes it adds to one (they can hold a token)."""
+        if isinstance(msg, str) and msg.startswith("Ignored premature client disconnection"):
+            msg, args = "Ignored premature client disconnection", ()
+        super().debug(msg, *args, **kwargs)
 
 
 logger_class = ServiceLogger
@@ -107,6 +116,31 @@ def on_starting(server: Any) -> None:
     _metrics_dir.mkdir(parents=True, exist_ok=True)
     for stale in _metrics_dir.glob("*.db"):
         stale.unlink(missing_ok=True)
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """Run the app's exit callbacks (``app.extensions["modelgate.on_exit"]``) while the worker can still import.
+
+    gunicorn calls this in the worker after its last request and before Python shuts down; from then on
+    Python refuses some imports and stops daemon threads wherever they are. Each callback gets the seconds
+    it may take: within the graceful timeout (the master kills the worker after it) and the heartbeat
+    timeout (no heartbeat is sent from here). A second stop signal (SIGTERM then SIGINT, Ctrl-C twice, the
+    master's SIGQUIT or its heartbeat SIGABRT) would raise ``SystemExit`` in the middle of a callback, so
+    those are ignored while they run; the master's SIGKILL stays the backstop.
+    """
+    app = getattr(worker, "wsgi", None)
+    callbacks = list(getattr(app, "extensions", {}).get("modelgate.on_exit", ()))
+    if not callbacks:
+        return
+    cfg = worker.cfg
+    budget = max(0.0, min(float(cfg.graceful_timeout) - 1.0, float(cfg.timeout) - 1.0))
+    for stop_signal in (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGABRT):
+        signal.signal(stop_signal, signal.SIG_IGN)
+    for callback in callbacks:
+        try:
+            callback(budget)
+        except Exception:  # the worker is leaving either way; say why it left untidily
+            logging.getLogger("modelgate.shutdown").exception("exit callback failed")
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -6,15 +6,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import time
 from typing import Any
 
 import orjson
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 from flask.json.provider import DefaultJSONProvider
+from gunicorn.http.errors import ParseException as GunicornParseError
+from werkzeug.exceptions import ClientDisconnected
 
-from shared.errors import MalformedJSON, PayloadTooLarge, UnsupportedMediaType, register_error_handlers
+from shared.errors import (
+    MalformedBody,
+    MalformedJSON,
+    PayloadTooLarge,
+    RequestTimeout,
+    UnsupportedMediaType,
+    register_error_handlers,
+)
 from shared.health import ReadinessProbe, health_blueprint
 from shared.logging import REQUEST_ID_PATTERN, accept_request_id, request_id_var
 from shared.metrics import HTTP_LATENCY, HTTP_REQUESTS, labelled, render_metrics
@@ -25,13 +36,24 @@ REQUEST_ID_HEADER = "X-Request-ID"
 #: Sent by the gateway with a batched trip: the ids of every request in it (logged with the trip).
 BATCH_IDS_HEADER = "X-Batch-Request-IDs"
 MAX_BATCH_IDS = 256
+#: Seconds a client may leave between two pieces of its request body unless the service's settings say
+#: otherwise (``BODY_IDLE_TIMEOUT_SECONDS``, as nginx's ``client_body_timeout``). A stalled upload would
+#: otherwise hold a worker thread for as long as the client keeps the connection.
+BODY_IDLE_TIMEOUT_SECONDS = 10.0
 #: Methods counted under their own name in the request metrics; any other is counted as ``other``.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
-def init_service(app: Flask, service: str, readiness: ReadinessProbe, max_body_bytes: int) -> None:
+def init_service(
+    app: Flask,
+    service: str,
+    readiness: ReadinessProbe,
+    max_body_bytes: int,
+    body_idle_timeout: float = BODY_IDLE_TIMEOUT_SECONDS,
+) -> None:
     """Attach request ids, access logging, metrics, problem+json errors, /health, /ready and /metrics."""
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
+    app.config["MODELGATE_BODY_IDLE_TIMEOUT"] = body_idle_timeout
     # No automatic OPTIONS answers: every route answers only the methods it declares (and its guard runs).
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     app.json = OrjsonProvider(app)
@@ -96,7 +118,7 @@ def read_json(max_body_bytes: int | None = None) -> Any:
     limit = max_body_bytes or request.max_content_length
     if limit is not None and request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"body of {request.content_length} bytes exceeds the limit of {limit}")
-    raw = request.get_data(cache=True)
+    raw = request_body()
     # A streamed (chunked) body has no Content-Length to check above, and werkzeug stops reading it at
     # MAX_CONTENT_LENGTH without an error: a body that reaches that limit may have been cut short.
     cut_at = request.max_content_length if request.content_length is None else None
@@ -107,6 +129,56 @@ def read_json(max_body_bytes: int | None = None) -> Any:
         return orjson.loads(raw)  # validates UTF-8 itself: the body is decoded once, on the hot path
     except orjson.JSONDecodeError as exc:
         raise MalformedJSON(_json_error(raw, exc)) from None
+
+
+def request_body() -> bytes:
+    """The raw request body (read once, then cached), or a 400, 408 or 415: never a hang or a 500.
+
+    A client that pauses longer than the idle timeout (``BODY_IDLE_TIMEOUT_SECONDS``) between two reads
+    gets a 408, as with nginx's ``client_body_timeout``; a body that breaks its chunked framing or ends
+    before its ``Content-Length`` is a 400. gunicorn then closes the connection (the framing is lost). Not
+    bounded: a client that trickles a byte within each timeout; that takes a buffering proxy in front.
+    """
+    cached: bytes | None = g.get("modelgate_body")
+    if cached is not None:  # read_json then the route's forward: the checks and socket calls run once
+        return cached
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in ("", "identity"):  # gzip and friends: the bytes are not JSON, and nothing here inflates
+        raise UnsupportedMediaType(detail=f"Content-Encoding {encoding[:40]!r} is not supported: send JSON as is")
+    sock = request.environ.get("gunicorn.socket")
+    if sock is None:  # not under gunicorn (the test client): nothing can stall
+        return request.get_data(cache=True)
+    idle = float(current_app.config.get("MODELGATE_BODY_IDLE_TIMEOUT", BODY_IDLE_TIMEOUT_SECONDS))
+    previous = sock.gettimeout()
+    sock.settimeout(idle)
+    try:
+        raw = request.get_data(cache=True)
+    except (ClientDisconnected, TimeoutError) as exc:  # werkzeug wraps any error while reading a body
+        if isinstance(exc, TimeoutError) or isinstance(exc.__context__, TimeoutError):
+            _stop_reading(sock)
+            raise RequestTimeout(f"no part of the body arrived for {idle:g} seconds") from None
+        raise MalformedBody("the body ended early or broke its chunked framing") from None
+    except GunicornParseError as exc:
+        raise MalformedBody(f"the body broke its chunked framing ({type(exc).__name__})") from None
+    finally:
+        with contextlib.suppress(OSError):
+            sock.settimeout(previous)
+    # gunicorn ends a sized body early when the client stops sending, and werkzeug takes what came.
+    if request.content_length is not None and len(raw) < request.content_length:
+        raise MalformedBody(f"the body ended after {len(raw)} of its {request.content_length} bytes")
+    g.modelgate_body = raw
+    return raw
+
+
+def _stop_reading(sock: Any) -> None:
+    """After a stalled upload: end the read side, so closing does not linger for more of it.
+
+    gunicorn closes gracefully, waiting up to 2 s on the read side for the client to finish; a stalled
+    client never does, so its thread would be held 2 s beyond the idle timeout. (Not after a framing
+    error: that client may still be sending, and the linger lets it read the 400.)
+    """
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RD)
 
 
 def _json_error(raw: bytes, exc: orjson.JSONDecodeError) -> str:

@@ -32,7 +32,7 @@ def demo_registry_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def registry_root(demo_registry_root: Path, tmp_path: Path) -> Iterator[Path]:
+def registry_root(demo_registry_root: Path, tmp_path: Path) -> Path:
     """A private copy of the demo registry that a test may tamper with."""
     root = tmp_path / "registry"
     shutil.copytree(demo_registry_root, root)

@@ -9,7 +9,7 @@ from flask import Blueprint, g, request
 from gateway import gateway
 from gateway.routes import deadline, guarded
 from shared import artifacts
-from shared.service import read_json
+from shared.service import read_json, request_body
 
 bp = Blueprint("admin", __name__, url_prefix="/v1/admin")
 
@@ -19,7 +19,7 @@ def _forward(name: str, action: str) -> dict[str, Any]:
     body = b"{}"
     if request.content_length or request.headers.get("Transfer-Encoding"):
         read_json()
-        body = request.get_data(cache=True)
+        body = request_body()
     state = gateway()
     answer = state.router.forward(
         state.router.model, "POST", f"/v1/models/{name}/{action}", body, g.request_id, deadline(), idempotent=False

@@ -18,7 +18,7 @@ from flask import Blueprint, Response, g, jsonify, request
 
 from gateway import gateway
 from shared.errors import BadRequest, TooManyRequests, Unauthorized
-from shared.service import read_json
+from shared.service import read_json, request_body
 from shared.tokens import issue_token
 
 bp = Blueprint("auth", __name__, url_prefix="/v1/auth")
@@ -40,6 +40,7 @@ def invalid_client() -> Unauthorized:
 
 def _params() -> dict[str, Any]:
     if request.mimetype == "application/x-www-form-urlencoded":
+        request_body()  # read within the idle timeout, framing checked; the form is parsed from the cached bytes
         return dict(request.form.items())
     body = read_json()
     if not isinstance(body, dict):

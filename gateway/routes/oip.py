@@ -10,7 +10,7 @@ from gateway import gateway
 from gateway.routes import deadline, guarded
 from shared import artifacts
 from shared.errors import NotFound, PayloadTooLarge
-from shared.service import read_json
+from shared.service import read_json, request_body
 
 bp = Blueprint("oip", __name__)
 
@@ -47,7 +47,7 @@ def passthrough(path: str) -> Response:
             rows = shape[0] if isinstance(shape, list) and shape and isinstance(shape[0], int) else 0
             if rows > state.settings.max_batch_rows:
                 raise PayloadTooLarge(f"{rows} rows exceed the limit of {state.settings.max_batch_rows}")
-        body = request.get_data(cache=True)
+        body = request_body()
     answer = state.router.forward(state.router.model, request.method, target, body, g.request_id, deadline())
     return Response(
         answer.body, status=answer.status, content_type=answer.headers.get("content-type", "application/json")

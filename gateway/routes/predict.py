@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, g, request
+from flask import Blueprint, g
 
 from gateway import gateway
 from gateway.routes import deadline, guarded
 from shared import artifacts
 from shared.errors import PayloadTooLarge
-from shared.service import read_json
+from shared.service import read_json, request_body
 
 bp = Blueprint("predict", __name__, url_prefix="/v1")
 
@@ -26,4 +26,4 @@ def predict(name: str) -> dict[str, Any]:
     if isinstance(instances, list) and len(instances) > state.settings.max_batch_rows:
         raise PayloadTooLarge(f"{len(instances)} instances exceed the limit of {state.settings.max_batch_rows}")
     shareable = instances if isinstance(body, dict) and len(body) == 1 and isinstance(instances, list) else None
-    return state.router.predict(name, request.get_data(cache=True), shareable, g.request_id, deadline())
+    return state.router.predict(name, request_body(), shareable, g.request_id, deadline())

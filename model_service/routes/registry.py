@@ -11,13 +11,13 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, request
+from flask import Blueprint
 from marshmallow import RAISE, Schema, fields, validate
 
 from model_service.registry import Registry
 from model_service.routes import models
 from shared.errors import ArtifactError, Conflict, ModelNotFound
-from shared.service import read_json
+from shared.service import read_json, request_body
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ bp = Blueprint("registry", __name__, url_prefix="/v1")
 
 
 class Percent(fields.Float):
-    """A JSON number (not a numeric string, not a boolean); its range is the registry's to judge."""
+    """A JSON number (not a numeric string, not a boolean); the schema bounds it to 0-100."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -51,7 +51,13 @@ class CanaryRequest(Schema):
     """``{"version": 3, "weight": 10}``: weight in percent, in (0, 100]; 0 removes the canary."""
 
     version = _version_field()
-    weight = Percent(required=True, allow_nan=False)
+    weight = Percent(
+        required=True,
+        allow_nan=False,
+        validate=validate.Range(
+            min=0, max=100, error="canary weight must be a percentage in (0, 100], or 0 to remove the canary"
+        ),
+    )
 
     class Meta:
         unknown = RAISE
@@ -153,7 +159,7 @@ def rollback(name: str) -> dict[str, Any]:
 
 def _optional_json() -> Any:
     """The JSON body, or ``{}`` when there is none."""
-    return read_json() if request.get_data(cache=True) else {}
+    return read_json() if request_body() else {}
 
 
 def _apply(name: str, operation: Callable[[Registry], dict[str, Any]]) -> dict[str, Any]:

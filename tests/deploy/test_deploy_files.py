@@ -354,6 +354,7 @@ def test_dashboard_covers_every_stage_and_signal() -> None:
         "modelgate_ratelimit_store_up",
         "modelgate_circuit_open",
         "modelgate_model_ready",
+        "modelgate_gateway_batch_requests_count",
     ):
         assert series in queries, f"the dashboard shows nothing of {series}"
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import signal
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -110,8 +112,16 @@ def test_tampered_model_refused_others_serve(registry_root: Path, tmp_path: Path
     )
     try:
         service.wait_ready()
-        ready = service.request("GET", "/ready").json()
-        assert "penguins/1" in ready["checks"]["models"]["failed"]
+        # wait_ready saw one worker ready; this request may reach the other, still in its first load pass
+        # (503, nothing failed yet). A 200 comes from a worker that has tried every deployed version.
+        ready = service.request("GET", "/ready")
+        for _ in range(100):
+            if ready.status == 200:
+                break
+            time.sleep(0.1)
+            ready = service.request("GET", "/ready")
+        assert ready.status == 200, ready.body
+        assert "penguins/1" in ready.json()["checks"]["models"]["failed"]
         assert service.request("POST", "/v2/models/penguins/infer", body_for(registry_root, "penguins")).status == 503
         for name in ("breast-cancer", "diabetes"):
             assert service.request("POST", f"/v2/models/{name}/infer", body_for(registry_root, name)).status == 200
@@ -133,3 +143,42 @@ def test_bad_setting_stops_the_process_with_one_line(tmp_path: Path) -> None:
 
 def test_sigterm_stops_cleanly(model_service_process: Service) -> None:
     assert model_service_process.stop() == 0
+
+
+@pytest.mark.parametrize("second_signal", [None, signal.SIGINT], ids=["sigterm", "sigterm-then-sigint"])
+def test_a_worker_stopped_during_a_load_lets_it_finish_and_starts_no_other(
+    registry_root: Path, tmp_path: Path, second_signal: signal.Signals | None
+) -> None:
+    # Before the fix a worker stopped seconds after boot could abort ("terminate called without an active
+    # exception", SIGABRT): its loader thread was inside onnxruntime while Python shut the process down.
+    # A second signal (gunicorn's quick shutdown: the master then sends SIGQUIT) must not cut the wait short.
+    marker = tmp_path / "loads.txt"
+    service = start_service(
+        "tests.integration.slow_loading_app:app",
+        "model",
+        "MODEL_PORT",
+        tmp_path,
+        {
+            "MODEL_REGISTRY": str(registry_root),
+            "MODEL_SIGNING_KEY": SIGNING_KEY.decode(),
+            "SLOW_LOAD_MARKER": str(marker),
+        },
+        workers=1,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (marker.exists() and marker.read_text()):
+            assert service.process.poll() is None, service.log_path.read_text()[-2000:]
+            assert time.monotonic() < deadline, "no load started"
+            time.sleep(0.05)
+        service.process.send_signal(signal.SIGTERM)
+        if second_signal is not None:
+            time.sleep(0.4)
+            service.process.send_signal(second_signal)
+        assert service.process.wait(timeout=30) == 0
+    finally:
+        service.stop()
+    # Three models are deployed; the stop came during the first load: it ended, and no other began.
+    assert marker.read_text().splitlines() == ["start breast-cancer", "end breast-cancer"]
+    lines = service.log_lines()  # every line is JSON: nothing was printed by a dying runtime
+    assert not [line["message"] for line in lines if "SIGABRT" in line["message"] or line["level"] == "ERROR"]

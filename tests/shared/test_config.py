@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import multiprocessing
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import Field, SecretStr, ValidationError
@@ -219,6 +223,38 @@ def test_a_complete_secrets_file_is_left_alone(secrets_file: Path) -> None:
     secrets_file.chmod(0o644)
     assert ensure_local_secrets() == secrets_file
     assert secrets_file.read_text() == original
+
+
+def _secrets_seen_by_a_process(path: str, start: Any) -> str:
+    start.wait()  # every process reaches this line, then all of them race for the file at once
+    return Path(ensure_local_secrets(Path(path))).read_text()
+
+
+def test_processes_starting_together_all_get_the_same_secrets(secrets_file: Path) -> None:
+    # gunicorn boots its workers together; before the lock, two of them could each write their own file
+    # (one failed to boot on the other's rename, or a worker kept a JWT secret the other had replaced).
+    context = multiprocessing.get_context("fork")
+    for _ in range(5):
+        if secrets_file.exists():
+            secrets_file.unlink()
+        with context.Manager() as manager:
+            start = manager.Barrier(8)
+            with context.Pool(8) as pool:
+                seen = pool.starmap(_secrets_seen_by_a_process, [(str(secrets_file), start)] * 8)
+        assert len(set(seen)) == 1
+        assert seen[0] == secrets_file.read_text()
+        assert set(read_env_file(secrets_file)) == set(GENERATED_SECRETS)
+    assert sorted(p.name for p in secrets_file.parent.iterdir()) == ["local.env", "local.env.lock"]  # no tmp left
+
+
+def test_a_filesystem_without_locks_still_gets_its_secrets(secrets_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # NFS mounted nolock answers flock with ENOLCK (simulated: no such mount here); boot goes on unlocked.
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    ensure_local_secrets()
+    assert set(read_env_file(secrets_file)) == set(GENERATED_SECRETS)
 
 
 def test_unwritable_secrets_location_is_one_line_naming_the_variable(

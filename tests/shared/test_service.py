@@ -103,6 +103,22 @@ def test_non_json_media_type_is_415(client: FlaskClient, content_type: str | Non
     assert problem["detail"] == f"expected Content-Type application/json, got {shown}"
 
 
+@pytest.mark.parametrize("encoding", ["gzip", "br", " Deflate "])
+def test_a_compressed_body_is_415_not_a_utf8_error(client: FlaskClient, encoding: str) -> None:
+    response = client.post(
+        "/echo", data=b"\x1f\x8b\x08\x00", headers={"Content-Type": "application/json", "Content-Encoding": encoding}
+    )
+    problem = problem_of(response, 415, "unsupported-media-type")
+    assert problem["detail"] == f"Content-Encoding {encoding.strip().lower()!r} is not supported: send JSON as is"
+
+
+def test_identity_encoding_is_plain_json(client: FlaskClient) -> None:
+    response = client.post(
+        "/echo", data=b'{"a": 1}', headers={"Content-Type": "application/json", "Content-Encoding": "identity"}
+    )
+    assert response.status_code == 200
+
+
 def test_body_over_the_limit_with_content_length_is_413(client: FlaskClient) -> None:
     body = b'"' + b"x" * MAX_BODY + b'"'
     response = client.post("/echo", data=body, content_type="application/json")
