@@ -7,6 +7,7 @@ import threading
 from flask import Flask
 
 from preprocessing_service.config import PreprocessingSettings
+from preprocessing_service.drift import DriftRecorder
 from preprocessing_service.versions import Preprocessors
 from shared.config import load_settings
 from shared.health import Check
@@ -21,14 +22,19 @@ def create_app(settings: PreprocessingSettings | None = None, *, warm: bool = Tr
     settings = settings or load_settings(PreprocessingSettings)
     configure_logging(SERVICE, settings.log_level)
     app = Flask(__name__)
+    drift = DriftRecorder(settings.drift_flush_seconds) if settings.drift_metrics else None
     store = Preprocessors(
         settings.model_registry,
         settings.signing_key(),
         unknown=settings.unknown_fields,
         compile_transforms=settings.compile_transforms,
         capacity=settings.preprocessing_cache_size,
+        drift=drift,
     )
     app.extensions["modelgate.preprocessors"] = store
+    if drift is not None:
+        # The counts of the last seconds reach the metrics files before the worker goes (gunicorn_conf).
+        app.extensions["modelgate.on_exit"] = [lambda budget: drift.stop()]
     app.config["MODELGATE_MAX_ROWS"] = settings.max_batch_rows
 
     def readiness() -> dict[str, Check]:

@@ -25,6 +25,7 @@ from preprocessing_service.contracts import (
     instance_schema,
     json_schema,
 )
+from preprocessing_service.drift import DriftRecorder, FeatureBins
 from preprocessing_service.transforms import Transform, UnknownCategory
 from shared import artifacts
 from shared.errors import (
@@ -67,8 +68,10 @@ class Preprocessor:
         *,
         unknown: str,
         compile_transforms: bool,
+        drift: FeatureBins | None = None,
     ) -> None:
         self.name = name
+        self.drift = drift
         self.version = version
         self.metadata = metadata
         self.contract = metadata["contract"]
@@ -118,6 +121,8 @@ class Preprocessor:
                 raw, ids = loaded
                 warnings = self._matrix_range_warnings(raw)
                 features = self.transform.from_matrix(raw) if raw.shape[0] else np.empty((0, self.width))
+                if self.drift is not None:
+                    self.drift.observe_matrix(raw)
                 return self._done(features, ids, warnings, started)
         records = self.fast_load(instances)
         try:
@@ -149,6 +154,8 @@ class Preprocessor:
             raise UnprocessableEntity(message, errors={"instances": {str(i): {"_transform": [message]} for i in bad}})
         if features.shape[0] == 0:
             features = np.empty((0, self.width))
+        if self.drift is not None:
+            self.drift.observe_records(records)
         return self._done(features, ids, warnings, started)
 
     def _done(self, features: np.ndarray, ids: list[Any], warnings: list[dict[str, Any]], started: float) -> Result:
@@ -215,8 +222,18 @@ class Preprocessor:
 class Preprocessors:
     """Loaded versions, least recently used dropped beyond ``capacity``; loads are verified first."""
 
-    def __init__(self, root: Path, key: bytes, *, unknown: str, compile_transforms: bool, capacity: int) -> None:
+    def __init__(
+        self,
+        root: Path,
+        key: bytes,
+        *,
+        unknown: str,
+        compile_transforms: bool,
+        capacity: int,
+        drift: DriftRecorder | None = None,
+    ) -> None:
         self.root = Path(root)
+        self.drift = drift
         self.key = key
         self.unknown = unknown
         self.compile_transforms = compile_transforms
@@ -277,6 +294,7 @@ class Preprocessors:
                 transformer,
                 unknown=self.unknown,
                 compile_transforms=self.compile_transforms,
+                drift=self.drift.bins(name, version, metadata["contract"]) if self.drift is not None else None,
             )
         except ArtifactError as exc:
             with self._lock:

@@ -102,6 +102,18 @@ OUT_OF_RANGE = Counter(
     "Values outside the range observed in training (accepted, reported as warnings), by feature.",
     ["model", "version", "feature"],
 )
+FEATURE_VALUES = Counter(
+    "modelgate_feature_values_total",
+    "Values accepted per feature, by the training reference bin they fall in (decile 0-9 for a number, the "
+    "value for a category); modelgate_feature_drift_psi is computed from these by a recording rule.",
+    ["model", "version", "feature", "bin"],
+)
+FEATURE_REFERENCE = Gauge(
+    "modelgate_feature_reference_fraction",
+    "Share of the training values in each reference bin of a feature (what live traffic is compared with).",
+    ["model", "version", "feature", "bin"],
+    multiprocess_mode="max",  # fixed per version: a value from an exited worker is still right
+)
 TRANSFORM_LATENCY = Histogram(
     "modelgate_transform_duration_seconds",
     "Time to validate and transform one request, by model version and transform path.",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import threading
@@ -145,13 +146,16 @@ def test_sigterm_stops_cleanly(model_service_process: Service) -> None:
     assert model_service_process.stop() == 0
 
 
-@pytest.mark.parametrize("second_signal", [None, signal.SIGINT], ids=["sigterm", "sigterm-then-sigint"])
+@pytest.mark.parametrize("second_signal", [None, signal.SIGQUIT], ids=["sigterm", "sigterm-then-sigquit"])
 def test_a_worker_stopped_during_a_load_lets_it_finish_and_starts_no_other(
     registry_root: Path, tmp_path: Path, second_signal: signal.Signals | None
 ) -> None:
     # Before the fix a worker stopped seconds after boot could abort ("terminate called without an active
     # exception", SIGABRT): its loader thread was inside onnxruntime while Python shut the process down.
-    # A second signal (gunicorn's quick shutdown: the master then sends SIGQUIT) must not cut the wait short.
+    # A second signal during the wait must not abort it either: gunicorn's quick shutdown (Ctrl-C twice)
+    # has the master send SIGQUIT to each worker. It is sent here straight to the worker, because the
+    # master follows its own SIGQUIT with SIGKILL 2 s later, a deadline a real load meets on an idle
+    # machine and misses on a busy one (seen in CI); that kill is gunicorn's backstop, not under test.
     marker = tmp_path / "loads.txt"
     service = start_service(
         "tests.integration.slow_loading_app:app",
@@ -171,10 +175,12 @@ def test_a_worker_stopped_during_a_load_lets_it_finish_and_starts_no_other(
             assert service.process.poll() is None, service.log_path.read_text()[-2000:]
             assert time.monotonic() < deadline, "no load started"
             time.sleep(0.05)
+        children = Path(f"/proc/{service.process.pid}/task/{service.process.pid}/children").read_text().split()
+        assert len(children) == 1, children  # the one worker
         service.process.send_signal(signal.SIGTERM)
         if second_signal is not None:
             time.sleep(0.4)
-            service.process.send_signal(second_signal)
+            os.kill(int(children[0]), second_signal)
         assert service.process.wait(timeout=30) == 0
     finally:
         service.stop()

@@ -1,0 +1,168 @@
+"""Drift counts: accepted values land in the training reference's bins, and reach the metrics on flush."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from flask.testing import FlaskClient
+from prometheus_client import REGISTRY
+
+from model_service.registry import Registry
+from preprocessing_service import create_app
+from preprocessing_service.drift import DriftRecorder, FeatureBins
+from shared.contracts import learn_contract
+from tests.preprocessing_service.conftest import make_settings
+
+
+def _training_frame(rows: int = 997, seed: int = 7) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            # Three decimals: the contract rounds its edges to six, which then cannot move a value across one.
+            "length": np.round(rng.normal(40.0, 5.0, rows), 3),
+            "count": rng.integers(0, 30, rows),
+            "colour": rng.choice(["red", "green", "blue"], rows, p=[0.6, 0.3, 0.1]),
+            "flag": rng.random(rows) > 0.5,
+        }
+    )
+
+
+def _counts(bins: FeatureBins) -> dict[tuple[str, str], int]:
+    return {(feature, label): int(n) for (feature, label, _), n in zip(bins.slots, bins.pending(), strict=True)}
+
+
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_the_training_data_itself_lands_exactly_in_its_reference_shares() -> None:
+    frame = _training_frame()
+    contract = learn_contract(frame)
+    bins = FeatureBins("unit-shares", 1, contract)
+    bins.observe_records(frame.to_dict("records"))
+    counts = _counts(bins)
+    for feature in contract["features"]:
+        reference = feature.get("reference")
+        if feature["type"] == "boolean":
+            assert reference is None
+            assert not any(f == feature["name"] for f, _ in counts)
+            continue
+        shares = reference["fractions"] if "fractions" in reference else list(reference["frequencies"].values())
+        labels = [str(b) for b in range(len(shares))] if "fractions" in reference else list(reference["frequencies"])
+        seen = np.array([counts[(feature["name"], label)] for label in labels]) / len(frame)
+        np.testing.assert_allclose(seen, shares, atol=1e-6, err_msg=feature["name"])
+
+
+def test_both_paths_count_alike_and_values_beyond_training_go_to_the_end_bins() -> None:
+    frame = _training_frame()[["length", "count"]]
+    contract = learn_contract(frame)
+    matrix_bins, record_bins = FeatureBins("unit-paths", 1, contract), FeatureBins("unit-paths", 2, contract)
+    live = np.array([[-1e9, 0.0], [1e9, 1e6], [40.0, 15.0], [41.5, 3.0]])
+    matrix_bins.observe_matrix(live)
+    record_bins.observe_records([{"length": a, "count": int(b)} for a, b in live])
+    assert _counts(matrix_bins) == _counts(record_bins)
+    counts = _counts(matrix_bins)
+    last = str(len(contract["features"][0]["reference"]["fractions"]) - 1)
+    assert counts[("length", "0")] == 1
+    assert counts[("length", last)] == 1
+    assert sum(n for (feature, _), n in counts.items() if feature == "length") == 4
+
+
+def test_missing_and_unknown_values_are_not_counted() -> None:
+    contract = learn_contract(_training_frame())
+    bins = FeatureBins("unit-missing", 1, contract)
+    bins.observe_records([{"length": None, "count": 3, "colour": None, "flag": True}, {"colour": "mauve"}])
+    counts = _counts(bins)
+    assert sum(n for (feature, _), n in counts.items() if feature == "length") == 0
+    assert sum(n for (feature, _), n in counts.items() if feature == "colour") == 0
+    assert sum(n for (feature, _), n in counts.items() if feature == "count") == 1
+
+
+def test_a_padded_training_spelling_counts_as_its_clean_category() -> None:
+    frame = pd.DataFrame({"island": [" Dream", " Dream", "Biscoe", "Biscoe", "Biscoe"]})
+    contract = learn_contract(frame)
+    assert contract["features"][0]["model_values"] == {"Dream": " Dream"}
+    bins = FeatureBins("unit-padded", 1, contract)
+    bins.observe_records([{"island": " Dream"}, {"island": "Dream"}, {"island": "Biscoe"}])  # as records carry it
+    assert _counts(bins) == {("island", "Biscoe"): 1, ("island", "Dream"): 2}
+
+
+def test_every_bin_exists_at_zero_with_its_reference_and_a_flush_moves_counts_once() -> None:
+    contract = learn_contract(_training_frame())
+    bins = FeatureBins("unit-flush", 3, contract)
+    labels = {"model": "unit-flush", "version": "3"}
+    for feature, label, share in bins.slots:
+        assert (
+            REGISTRY.get_sample_value("modelgate_feature_values_total", dict(labels, feature=feature, bin=label)) == 0
+        )
+        assert _sample("modelgate_feature_reference_fraction", **labels, feature=feature, bin=label) == share
+    bins.observe_records([{"length": 40.0, "count": 1, "colour": "blue"}] * 5)
+    assert bins.flush() == 15
+    assert bins.flush() == 0  # nothing is counted twice
+    assert _sample("modelgate_feature_values_total", **labels, feature="colour", bin="blue") == 5
+    assert (
+        sum(_sample("modelgate_feature_values_total", **labels, feature="length", bin=str(b)) for b in range(10)) == 5
+    )
+
+
+def test_the_recorder_flushes_on_its_own_and_at_stop() -> None:
+    contract = learn_contract(_training_frame()[["colour"]])
+    recorder = DriftRecorder(flush_seconds=0.05)
+    bins = recorder.bins("unit-recorder", 1, contract)
+    assert recorder.bins("unit-recorder", 1, contract) is bins  # a reload keeps counting where it was
+    labels = {"model": "unit-recorder", "version": "1", "feature": "colour", "bin": "red"}
+    bins.observe_records([{"colour": "red"}] * 4)
+    deadline = time.monotonic() + 10
+    while _sample("modelgate_feature_values_total", **labels) < 4 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _sample("modelgate_feature_values_total", **labels) == 4
+    recorder.stop()
+    bins.observe_records([{"colour": "red"}] * 2)
+    recorder.stop()  # the exit flush, with the thread gone
+    assert _sample("modelgate_feature_values_total", **labels) == 6
+
+
+def _transform(client: FlaskClient, name: str, instances: list[dict[str, Any]]) -> Any:
+    return client.post(f"/v1/models/{name}/versions/1/transform", json={"instances": instances})
+
+
+@pytest.mark.parametrize("name", ["diabetes", "penguins"])  # all numbers (the matrix path); with categories
+def test_the_service_counts_accepted_instances_only(client: FlaskClient, registry: Registry, name: str) -> None:
+    metadata = registry.metadata(name, 1)
+    instances = [dict(row) for row in metadata["examples"]]
+    feature = next(f for f in metadata["contract"]["features"] if f.get("reference"))
+    labels = {"model": name, "version": "1", "feature": feature["name"]}
+    recorder = client.application.extensions["modelgate.preprocessors"].drift
+
+    def counted() -> float:
+        recorder.flush()
+        text = client.get("/metrics").get_data(as_text=True)
+        prefix = 'modelgate_feature_values_total{bin="'
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(prefix) and all(f'{k}="{v}"' in line for k, v in labels.items())
+        )
+
+    before = counted()
+    assert _transform(client, name, instances).status_code == 200
+    assert counted() - before == sum(row.get(feature["name"]) is not None for row in instances)
+    broken = [dict(instances[0], **{feature["name"]: "not a value"}), *instances]
+    assert _transform(client, name, broken).status_code == 422
+    assert counted() - before == sum(row.get(feature["name"]) is not None for row in instances)
+
+
+def test_drift_counting_can_be_switched_off(registry_root: Path, registry: Registry) -> None:
+    app = create_app(make_settings(registry_root, drift_metrics=False), warm=False)
+    assert app.extensions["modelgate.preprocessors"].drift is None
+    instances = registry.metadata("diabetes", 1)["examples"]
+    assert (
+        app.test_client().post("/v1/models/diabetes/versions/1/transform", json={"instances": instances}).status_code
+        == 200
+    )
+    assert app.extensions["modelgate.preprocessors"].get("diabetes", 1).drift is None
