@@ -34,7 +34,7 @@ def create_app(settings: PreprocessingSettings | None = None, *, warm: bool = Tr
     app.extensions["modelgate.preprocessors"] = store
     if drift is not None:
         # The counts of the last seconds reach the metrics files before the worker goes (gunicorn_conf).
-        app.extensions["modelgate.on_exit"] = [lambda budget: drift.stop()]
+        app.extensions["modelgate.on_exit"] = [lambda budget: drift.stop(wait=min(budget, 5.0))]
     app.config["MODELGATE_MAX_ROWS"] = settings.max_batch_rows
 
     def readiness() -> dict[str, Check]:

@@ -7,12 +7,13 @@ A contract is plain JSON, stored in the version's signed ``metadata.json``::
                    "reference": {"edges": [...], "fractions": [...]}}, ...]}
 
 Types: ``number`` (float), ``integer``, ``boolean``, ``category`` (strings from a closed set, listed in
-``categories``) and ``string`` (free text). ``reference`` is the training distribution (deciles for
-numbers, frequencies for categories) that drift detection compares live traffic against. A category whose
-training values carried stray whitespace lists them in ``model_values`` (clean value -> the value the model
-was fitted on), so the clean value a client sends reaches the model as the model knows it. The fingerprint
-is a hash of everything that decides what the model receives, so a request built for one contract is
-recognised as such by a model version with another (the training/serving skew guard).
+``categories``) and ``string`` (free text). ``reference`` is the training distribution (decile ``edges``
+for numbers, or their ``values`` when there are few; ``frequencies`` for categories) that drift detection
+compares live traffic against. A category whose training values carried stray whitespace lists them in
+``model_values`` (clean value -> the value the model was fitted on), so the clean value a client sends
+reaches the model as the model knows it. The fingerprint is a hash of everything that decides what the
+model receives, so a request built for one contract is recognised as such by a model version with another
+(the training/serving skew guard).
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ if TYPE_CHECKING:
 MAX_CATEGORIES = 200
 #: Decile bins for a numeric feature's reference distribution.
 REFERENCE_BINS = 10
+#: A number with at most this many distinct training values (each seen at least 5 times on average) gets
+#: one reference bin per value: deciles would merge values (a 0/1 feature would get a single bin).
+MAX_DISCRETE_VALUES = 20
 
 
 def _finite(value: Any) -> float | None:
@@ -37,17 +41,28 @@ def _finite(value: Any) -> float | None:
 
 
 def _numeric_reference(values: pd.Series) -> dict[str, Any]:
+    """Training distribution of a number: its values and their shares if few, else decile edges and shares.
+
+    Edges are stored at full precision, exactly as the shares were counted against them: a rounded edge
+    would move every training value it passes into the next bin, and the live counts with it.
+    """
     import numpy as np
 
     data = values.dropna().to_numpy(dtype=float)
     if data.size == 0:
         return {"edges": [], "fractions": []}
+    distinct, counts = np.unique(data, return_counts=True)
+    if distinct.size <= MAX_DISCRETE_VALUES and data.size >= 5 * distinct.size:
+        return {
+            "values": [float(v) for v in distinct],
+            "fractions": [round(float(c) / data.size, 6) for c in counts],
+        }
     edges = np.unique(np.quantile(data, np.linspace(0.0, 1.0, REFERENCE_BINS + 1)))
     if edges.size < 2:
         return {"edges": [float(edges[0]), float(edges[0])], "fractions": [1.0]}
     counts, _ = np.histogram(data, bins=edges)
     return {
-        "edges": [round(float(e), 6) for e in edges],
+        "edges": [float(e) for e in edges],
         "fractions": [round(float(c) / data.size, 6) for c in counts],
     }
 

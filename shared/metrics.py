@@ -105,7 +105,8 @@ OUT_OF_RANGE = Counter(
 FEATURE_VALUES = Counter(
     "modelgate_feature_values_total",
     "Values accepted per feature, by the training reference bin they fall in (decile 0-9 for a number, the "
-    "value for a category); modelgate_feature_drift_psi is computed from these by a recording rule.",
+    "value for a number with few values or a category, 'other' for a number never seen in training); "
+    "modelgate_feature_drift_psi is computed from these by a recording rule.",
     ["model", "version", "feature", "bin"],
 )
 FEATURE_REFERENCE = Gauge(

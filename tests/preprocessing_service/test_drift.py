@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,11 @@ def _training_frame(rows: int = 997, seed: int = 7) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     return pd.DataFrame(
         {
-            # Three decimals: the contract rounds its edges to six, which then cannot move a value across one.
-            "length": np.round(rng.normal(40.0, 5.0, rows), 3),
-            "count": rng.integers(0, 30, rows),
+            "length": rng.normal(40.0, 5.0, rows),  # full precision
+            "tiny": rng.uniform(0.0, 2e-6, rows),  # a scale where rounded edges would all collapse
+            "count": rng.integers(0, 30, rows),  # deciles over ties
+            "doors": rng.choice([2, 4, 5], rows, p=[0.2, 0.7, 0.1]),  # few values: one bin each
+            "dose": rng.choice([0.5, 1.0, 2.5], rows),
             "colour": rng.choice(["red", "green", "blue"], rows, p=[0.6, 0.3, 0.1]),
             "flag": rng.random(rows) > 0.5,
         }
@@ -40,37 +43,86 @@ def _sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
+def _psi(bins: FeatureBins, feature: str) -> float:
+    """The index as the recording rule computes it (shares floored at 0.0001), over what ``bins`` holds."""
+    counts = np.array([n for (f, _, _), n in zip(bins.slots, bins.pending(), strict=True) if f == feature], float)
+    expected = np.maximum([share for f, _, share in bins.slots if f == feature], 0.0001)
+    actual = np.maximum(counts / counts.sum(), 0.0001)
+    return float(((actual - expected) * np.log(actual / expected)).sum())
+
+
 def test_the_training_data_itself_lands_exactly_in_its_reference_shares() -> None:
     frame = _training_frame()
     contract = learn_contract(frame)
     bins = FeatureBins("unit-shares", 1, contract)
     bins.observe_records(frame.to_dict("records"))
     counts = _counts(bins)
+    kinds = {}
     for feature in contract["features"]:
-        reference = feature.get("reference")
+        name, reference = feature["name"], feature.get("reference")
         if feature["type"] == "boolean":
             assert reference is None
-            assert not any(f == feature["name"] for f, _ in counts)
+            assert not any(f == name for f, _ in counts)
             continue
-        shares = reference["fractions"] if "fractions" in reference else list(reference["frequencies"].values())
-        labels = [str(b) for b in range(len(shares))] if "fractions" in reference else list(reference["frequencies"])
-        seen = np.array([counts[(feature["name"], label)] for label in labels]) / len(frame)
-        np.testing.assert_allclose(seen, shares, atol=1e-6, err_msg=feature["name"])
+        kinds[name] = next(key for key in ("edges", "values", "frequencies") if key in reference)
+        shares = reference.get("fractions") or list(reference["frequencies"].values())
+        seen = np.array([n for (f, label), n in counts.items() if f == name and label != "other"]) / len(frame)
+        np.testing.assert_allclose(seen, shares, atol=1e-6, err_msg=name)
+        assert counts.get((name, "other"), 0) == 0
+        assert _psi(bins, name) < 1e-6, name
+    assert kinds == {
+        "length": "edges",
+        "tiny": "edges",
+        "count": "edges",
+        "doors": "values",
+        "dose": "values",
+        "colour": "frequencies",
+    }
 
 
-def test_both_paths_count_alike_and_values_beyond_training_go_to_the_end_bins() -> None:
-    frame = _training_frame()[["length", "count"]]
+def test_real_data_with_ties_and_many_decimals_scores_no_drift_against_itself() -> None:
+    # scikit-learn's scaled diabetes data: with edges rounded to six decimals, s4 scored 2.4 against itself.
+    from sklearn.datasets import load_diabetes
+
+    frame = load_diabetes(as_frame=True).data
+    bins = FeatureBins("unit-diabetes", 1, learn_contract(frame))
+    bins.observe_matrix(frame.to_numpy(dtype=float))
+    assert {name: round(_psi(bins, name), 6) for name in frame.columns} == dict.fromkeys(frame.columns, 0.0)
+
+
+def test_a_feature_with_few_values_sees_a_shift_between_them_and_values_never_trained_on() -> None:
+    frame = pd.DataFrame({"sex": [1] * 53 + [2] * 47, "constant": [3.0] * 100})
+    contract = learn_contract(frame)
+    assert contract["features"][0]["reference"] == {"values": [1.0, 2.0], "fractions": [0.53, 0.47]}
+    bins = FeatureBins("unit-few", 1, contract)
+    bins.observe_records([{"sex": 2, "constant": 3.0}] * 90 + [{"sex": 2, "constant": 7.5}] * 10)
+    assert _counts(bins) == {
+        ("sex", "1"): 0,
+        ("sex", "2"): 100,
+        ("sex", "other"): 0,
+        ("constant", "3.0"): 90,
+        ("constant", "other"): 10,
+    }
+    assert _psi(bins, "sex") > 2  # all on one side: deciles would have put both values in one bin, PSI 0
+    assert _psi(bins, "constant") > 0.2
+
+
+@pytest.mark.parametrize("rows", [4, 200])  # one broadcast comparison; a binary search per column
+def test_both_paths_count_alike_and_values_beyond_training_go_to_the_end_bins(rows: int) -> None:
+    frame = _training_frame()[["length", "count", "doors"]]
     contract = learn_contract(frame)
     matrix_bins, record_bins = FeatureBins("unit-paths", 1, contract), FeatureBins("unit-paths", 2, contract)
-    live = np.array([[-1e9, 0.0], [1e9, 1e6], [40.0, 15.0], [41.5, 3.0]])
+    live = np.array([[-1e9, 0.0, 2.0], [1e9, 1e6, 3.0], [40.0, 15.0, 4.0], [41.5, 3.0, 9.0]] * (rows // 4))
     matrix_bins.observe_matrix(live)
-    record_bins.observe_records([{"length": a, "count": int(b)} for a, b in live])
+    record_bins.observe_records([{"length": a, "count": int(b), "doors": int(c)} for a, b, c in live])
     assert _counts(matrix_bins) == _counts(record_bins)
     counts = _counts(matrix_bins)
     last = str(len(contract["features"][0]["reference"]["fractions"]) - 1)
-    assert counts[("length", "0")] == 1
-    assert counts[("length", last)] == 1
-    assert sum(n for (feature, _), n in counts.items() if feature == "length") == 4
+    assert counts[("length", "0")] == rows // 4
+    assert counts[("length", last)] == rows // 4
+    assert sum(n for (feature, _), n in counts.items() if feature == "length") == rows
+    assert counts[("doors", "2")] == counts[("doors", "4")] == rows // 4
+    assert counts[("doors", "other")] == rows // 2
 
 
 def test_missing_and_unknown_values_are_not_counted() -> None:
@@ -125,6 +177,30 @@ def test_the_recorder_flushes_on_its_own_and_at_stop() -> None:
     bins.observe_records([{"colour": "red"}] * 2)
     recorder.stop()  # the exit flush, with the thread gone
     assert _sample("modelgate_feature_values_total", **labels) == 6
+
+
+def test_stop_waits_for_a_flush_the_thread_has_begun() -> None:
+    # The thread takes the counts, then writes them: a stop in between must not return before the writes
+    # (the worker would exit with them). The writes are slowed so the stop lands in between every time.
+    contract = learn_contract(_training_frame()[["colour"]])
+    recorder = DriftRecorder(flush_seconds=0.01)
+    bins = recorder.bins("unit-stop-race", 1, contract)
+    writing = threading.Event()
+    for child in bins._children:
+        real_inc = child.inc
+
+        def slow_inc(amount: float = 1, _real: Any = real_inc) -> None:
+            writing.set()
+            time.sleep(0.3)
+            _real(amount)
+
+        child.inc = slow_inc  # type: ignore[method-assign]
+    bins.observe_records([{"colour": "red"}] * 3 + [{"colour": "blue"}] * 4)
+    assert writing.wait(10)
+    recorder.stop()
+    labels = {"model": "unit-stop-race", "version": "1", "feature": "colour"}
+    assert _sample("modelgate_feature_values_total", **labels, bin="red") == 3
+    assert _sample("modelgate_feature_values_total", **labels, bin="blue") == 4
 
 
 def _transform(client: FlaskClient, name: str, instances: list[dict[str, Any]]) -> Any:
