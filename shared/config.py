@@ -58,6 +58,8 @@ class CommonSettings(BaseSettings):
     max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
     #: Seconds a client may pause while sending a request body before it gets a 408 (nginx's client_body_timeout).
     body_idle_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    #: Seconds a client may take to send a whole request body before it gets a 408 (gevent workers: the gateway).
+    body_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
     #: Most rows (instances) in one request; more get 413.
     max_batch_rows: int = Field(default=1000, ge=1, le=100_000)
 

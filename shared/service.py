@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import sys
 import time
 from typing import Any
 
@@ -40,6 +41,9 @@ MAX_BATCH_IDS = 256
 #: otherwise (``BODY_IDLE_TIMEOUT_SECONDS``, as nginx's ``client_body_timeout``). A stalled upload would
 #: otherwise hold a worker thread for as long as the client keeps the connection.
 BODY_IDLE_TIMEOUT_SECONDS = 10.0
+#: Most seconds a client may take to send its whole body, in gevent workers (the gateway): the idle timeout
+#: alone lets a client that trickles a byte within each pause hold its connection for as long as it likes.
+BODY_TIMEOUT_SECONDS = 60.0
 #: Methods counted under their own name in the request metrics; any other is counted as ``other``.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -50,10 +54,12 @@ def init_service(
     readiness: ReadinessProbe,
     max_body_bytes: int,
     body_idle_timeout: float = BODY_IDLE_TIMEOUT_SECONDS,
+    body_timeout: float = BODY_TIMEOUT_SECONDS,
 ) -> None:
     """Attach request ids, access logging, metrics, problem+json errors, /health, /ready and /metrics."""
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
     app.config["MODELGATE_BODY_IDLE_TIMEOUT"] = body_idle_timeout
+    app.config["MODELGATE_BODY_TIMEOUT"] = body_timeout
     # No automatic OPTIONS answers: every route answers only the methods it declares (and its guard runs).
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     app.json = OrjsonProvider(app)
@@ -135,9 +141,10 @@ def request_body() -> bytes:
     """The raw request body (read once, then cached), or a 400, 408 or 415: never a hang or a 500.
 
     A client that pauses longer than the idle timeout (``BODY_IDLE_TIMEOUT_SECONDS``) between two reads
-    gets a 408, as with nginx's ``client_body_timeout``; a body that breaks its chunked framing or ends
-    before its ``Content-Length`` is a 400. gunicorn then closes the connection (the framing is lost). Not
-    bounded: a client that trickles a byte within each timeout; that takes a buffering proxy in front.
+    gets a 408, as with nginx's ``client_body_timeout``; in a gevent worker (the gateway, the one service
+    clients reach) so does one whose whole body takes longer than ``BODY_TIMEOUT_SECONDS``, which bounds a
+    client trickling a byte within each pause. A body that breaks its chunked framing or ends before its
+    ``Content-Length`` is a 400. gunicorn then closes the connection (the framing is lost).
     """
     cached: bytes | None = g.get("modelgate_body")
     if cached is not None:  # read_json then the route's forward: the checks and socket calls run once
@@ -149,10 +156,19 @@ def request_body() -> bytes:
     if sock is None:  # not under gunicorn (the test client): nothing can stall
         return request.get_data(cache=True)
     idle = float(current_app.config.get("MODELGATE_BODY_IDLE_TIMEOUT", BODY_IDLE_TIMEOUT_SECONDS))
+    total = float(current_app.config.get("MODELGATE_BODY_TIMEOUT", BODY_TIMEOUT_SECONDS))
+    deadline = _greenlet_deadline(total)
     previous = sock.gettimeout()
     sock.settimeout(idle)
+    expired: tuple[type[BaseException], ...] = () if deadline is None else (type(deadline),)
     try:
-        raw = request.get_data(cache=True)
+        with deadline if deadline is not None else contextlib.nullcontext():
+            raw = request.get_data(cache=True)
+    except expired as exc:
+        if exc is not deadline:  # another greenlet's timer: not ours to answer
+            raise
+        _stop_reading(sock)
+        raise RequestTimeout(f"the body did not arrive within {total:g} seconds") from None
     except (ClientDisconnected, TimeoutError) as exc:  # werkzeug wraps any error while reading a body
         if isinstance(exc, TimeoutError) or isinstance(exc.__context__, TimeoutError):
             _stop_reading(sock)
@@ -168,6 +184,20 @@ def request_body() -> bytes:
         raise MalformedBody(f"the body ended after {len(raw)} of its {request.content_length} bytes")
     g.modelgate_body = raw
     return raw
+
+
+def _greenlet_deadline(seconds: float) -> Any:
+    """A ``gevent.Timeout`` of ``seconds`` (not started) when this worker runs gevent, else None.
+
+    It raises inside whatever read the greenlet is blocked in. A thread has no such means: the gthread
+    services keep the idle timeout only, and sit behind the gateway, which buffers each body whole.
+    """
+    if "gevent" not in sys.modules:
+        return None
+    import gevent
+    from gevent import monkey
+
+    return gevent.Timeout(seconds) if monkey.is_module_patched("socket") else None
 
 
 def _stop_reading(sock: Any) -> None:

@@ -7,7 +7,9 @@ thread of the preprocessing service for as long as the clients liked, and a brok
 
 from __future__ import annotations
 
+import contextlib
 import json
+import select
 import shutil
 import socket
 import time
@@ -23,6 +25,7 @@ from tests.integration.conftest import Stack, token
 pytestmark = pytest.mark.integration
 
 IDLE = 1.0  # BODY_IDLE_TIMEOUT_SECONDS for this stack
+TOTAL = 3.0  # BODY_TIMEOUT_SECONDS for this stack
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +33,12 @@ def stack(demo_registry_root: Path, tmp_path_factory: pytest.TempPathFactory) ->
     root = tmp_path_factory.mktemp("wire-registry")
     shutil.copytree(demo_registry_root, root, dirs_exist_ok=True)
     redis_server = RedisServer(tmp_path_factory.mktemp("wire-redis"))
-    running = Stack(root, tmp_path_factory.mktemp("wire"), redis_server.url, {"BODY_IDLE_TIMEOUT_SECONDS": str(IDLE)})
+    running = Stack(
+        root,
+        tmp_path_factory.mktemp("wire"),
+        redis_server.url,
+        {"BODY_IDLE_TIMEOUT_SECONDS": str(IDLE), "BODY_TIMEOUT_SECONDS": str(TOTAL)},
+    )
     try:
         yield running
     finally:
@@ -98,6 +106,27 @@ def test_stalled_uploads_on_every_thread_do_not_stop_the_service(stack: Stack) -
     finally:
         for sock in stalled:
             sock.close()
+
+
+def test_a_body_trickled_within_every_pause_still_has_a_deadline_at_the_gateway(stack: Stack) -> None:
+    # A byte every 0.3 s never trips the 1 s idle timeout; the gateway (gevent) ends it at its total deadline.
+    port, path, extra = _target(stack, "gateway")
+    head = f"POST {path} HTTP/1.1\r\nHost: x\r\n{extra}Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head.encode())
+        answer = b""
+        while not answer and time.monotonic() - started < TOTAL + 10:
+            with contextlib.suppress(OSError):  # the gateway closed its read side: the answer is waiting
+                sock.sendall(b" ")
+            ready, _, _ = select.select([sock], [], [], 0.3)
+            if ready:
+                while chunk := sock.recv(65536):
+                    answer += chunk
+        took = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+    assert b"did not arrive within 3 seconds" in answer
+    assert TOTAL <= took < TOTAL + 3
 
 
 @pytest.mark.parametrize("service", ["gateway", "preprocessing", "model"])
