@@ -116,14 +116,7 @@ def create_app(settings: GatewaySettings | None = None) -> Flask:
             checks[upstream.name] = Check(any(probe["addresses"].values()), "", probe)
         return checks
 
-    init_service(
-        app,
-        SERVICE,
-        readiness,
-        settings.max_body_bytes,
-        settings.body_idle_timeout_seconds,
-        settings.body_timeout_seconds,
-    )
+    init_service(app, SERVICE, readiness, settings)
 
     @app.after_request
     def _ratelimit_headers(response: Response) -> Response:

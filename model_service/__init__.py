@@ -21,14 +21,7 @@ def create_app(settings: ModelServiceSettings | None = None) -> Flask:
     server = ModelServer.from_settings(settings)
     app.extensions["modelgate.models"] = server
     app.extensions["modelgate.settings"] = settings
-    init_service(
-        app,
-        SERVICE,
-        server.readiness,
-        settings.max_body_bytes,
-        settings.body_idle_timeout_seconds,
-        settings.body_timeout_seconds,
-    )
+    init_service(app, SERVICE, server.readiness, settings)
 
     from model_service.routes import oip, registry
 

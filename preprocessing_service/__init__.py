@@ -48,14 +48,7 @@ def create_app(settings: PreprocessingSettings | None = None, *, warm: bool = Tr
             "models": Check(True, "", data),
         }
 
-    init_service(
-        app,
-        SERVICE,
-        readiness,
-        settings.max_body_bytes,
-        settings.body_idle_timeout_seconds,
-        settings.body_timeout_seconds,
-    )
+    init_service(app, SERVICE, readiness, settings)
     from preprocessing_service.routes import bp
 
     app.register_blueprint(bp)

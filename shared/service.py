@@ -19,6 +19,7 @@ from flask.json.provider import DefaultJSONProvider
 from gunicorn.http.errors import ParseException as GunicornParseError
 from werkzeug.exceptions import ClientDisconnected
 
+from shared.config import CommonSettings
 from shared.errors import (
     MalformedBody,
     MalformedJSON,
@@ -48,18 +49,15 @@ BODY_TIMEOUT_SECONDS = 60.0
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
-def init_service(
-    app: Flask,
-    service: str,
-    readiness: ReadinessProbe,
-    max_body_bytes: int,
-    body_idle_timeout: float = BODY_IDLE_TIMEOUT_SECONDS,
-    body_timeout: float = BODY_TIMEOUT_SECONDS,
-) -> None:
-    """Attach request ids, access logging, metrics, problem+json errors, /health, /ready and /metrics."""
-    app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
-    app.config["MODELGATE_BODY_IDLE_TIMEOUT"] = body_idle_timeout
-    app.config["MODELGATE_BODY_TIMEOUT"] = body_timeout
+def init_service(app: Flask, service: str, readiness: ReadinessProbe, settings: CommonSettings) -> None:
+    """Attach request ids, access logging, metrics, problem+json errors, /health, /ready and /metrics.
+
+    From ``settings``: the body limits (``MAX_BODY_BYTES``, ``BODY_IDLE_TIMEOUT_SECONDS``,
+    ``BODY_TIMEOUT_SECONDS``).
+    """
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.config["MODELGATE_BODY_IDLE_TIMEOUT"] = settings.body_idle_timeout_seconds
+    app.config["MODELGATE_BODY_TIMEOUT"] = settings.body_timeout_seconds
     # No automatic OPTIONS answers: every route answers only the methods it declares (and its guard runs).
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     app.json = OrjsonProvider(app)

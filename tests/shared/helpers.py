@@ -8,6 +8,7 @@ from flask import Flask
 from marshmallow import Schema, ValidationError, fields
 from werkzeug.exceptions import ImATeapot, InternalServerError
 
+from shared.config import CommonSettings
 from shared.errors import (
     ArtifactError,
     BadRequest,
@@ -57,7 +58,7 @@ RAISES: dict[str, Any] = {
 def build_app(service: str, checks: dict[str, Check], max_body_bytes: int = MAX_BODY) -> Flask:
     """A real Flask app wired like every modelgate service, with routes that exercise the shared code."""
     app = Flask(f"shared-test-{service}")
-    init_service(app, service, lambda: dict(checks), max_body_bytes)
+    init_service(app, service, lambda: dict(checks), CommonSettings(max_body_bytes=max_body_bytes))
 
     @app.post("/echo")
     def echo() -> dict[str, Any]:
