@@ -30,8 +30,9 @@ if TYPE_CHECKING:
 MAX_CATEGORIES = 200
 #: Decile bins for a numeric feature's reference distribution.
 REFERENCE_BINS = 10
-#: A number with at most this many distinct training values (each seen at least 5 times on average) gets
-#: one reference bin per value: deciles would merge values (a 0/1 feature would get a single bin).
+#: A whole-numbered feature with at most this many distinct training values (each seen at least 5 times on
+#: average) gets one reference bin per value: deciles would merge values (a 0/1 feature would get a single
+#: bin). Not fractional ones: a value between two training values would count as unseen.
 MAX_DISCRETE_VALUES = 20
 
 
@@ -48,11 +49,17 @@ def _numeric_reference(values: pd.Series) -> dict[str, Any]:
     """
     import numpy as np
 
-    data = values.dropna().to_numpy(dtype=float)
+    present = values.dropna()
+    if present.dtype.kind == "f" and present.dtype.itemsize < 8:
+        # float32 0.1 widens to 0.10000000149011612; clients send 0.1. Take each value as it prints.
+        data = np.array([float(str(v)) for v in present.to_numpy(dtype=np.float32)], dtype=float)
+    else:
+        data = present.to_numpy(dtype=float)
     if data.size == 0:
         return {"edges": [], "fractions": []}
     distinct, counts = np.unique(data, return_counts=True)
-    if distinct.size <= MAX_DISCRETE_VALUES and data.size >= 5 * distinct.size:
+    whole = bool(np.all(distinct == np.floor(distinct)))
+    if whole and distinct.size <= MAX_DISCRETE_VALUES and data.size >= 5 * distinct.size:
         return {
             "values": [float(v) for v in distinct],
             "fractions": [round(float(c) / data.size, 6) for c in counts],

@@ -65,7 +65,8 @@ worker_connections = _int("GUNICORN_WORKER_CONNECTIONS", 1000, 1, 100_000)
 # never holds the worker's heartbeat (a stopping worker waits for a load in progress within it).
 timeout = _int("GUNICORN_TIMEOUT", 30, 5, 600)
 graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 20, 1, 600)
-keepalive = _int("GUNICORN_KEEPALIVE", 5, 0, 300)
+# Also the gevent worker's deadline for reading a request's headers: 0 would leave it none, so 1 is the least.
+keepalive = _int("GUNICORN_KEEPALIVE", 5, 1, 300)
 backlog = 2048
 # Each worker loads its own copy of the models after the fork: onnxruntime sessions are not fork-safe.
 preload_app = False

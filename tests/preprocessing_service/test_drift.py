@@ -28,7 +28,7 @@ def _training_frame(rows: int = 997, seed: int = 7) -> pd.DataFrame:
             "tiny": rng.uniform(0.0, 2e-6, rows),  # a scale where rounded edges would all collapse
             "count": rng.integers(0, 30, rows),  # deciles over ties
             "doors": rng.choice([2, 4, 5], rows, p=[0.2, 0.7, 0.1]),  # few values: one bin each
-            "dose": rng.choice([0.5, 1.0, 2.5], rows),
+            "dose": rng.choice([0.5, 1.0, 2.5], rows),  # few, but fractional: deciles
             "colour": rng.choice(["red", "green", "blue"], rows, p=[0.6, 0.3, 0.1]),
             "flag": rng.random(rows) > 0.5,
         }
@@ -75,7 +75,7 @@ def test_the_training_data_itself_lands_exactly_in_its_reference_shares() -> Non
         "tiny": "edges",
         "count": "edges",
         "doors": "values",
-        "dose": "values",
+        "dose": "edges",
         "colour": "frequencies",
     }
 
@@ -105,6 +105,27 @@ def test_a_feature_with_few_values_sees_a_shift_between_them_and_values_never_tr
     }
     assert _psi(bins, "sex") > 2  # all on one side: deciles would have put both values in one bin, PSI 0
     assert _psi(bins, "constant") > 0.2
+
+
+def test_fractional_numbers_with_few_values_keep_deciles() -> None:
+    # A measure in half steps: a live value between two of them is not "never seen", as it would be with a
+    # bin per value (4% of quarter steps alone scored PSI 0.32 that way).
+    half_steps = np.repeat(np.arange(0.0, 10.0, 0.5), 10)
+    reference = learn_contract(pd.DataFrame({"depth": half_steps}))["features"][0]["reference"]
+    assert "edges" in reference
+    assert "values" not in reference
+
+
+@pytest.mark.parametrize("dtype", ["float32", "Float32"])
+def test_float32_training_values_bin_as_clients_send_them(dtype: str) -> None:
+    # float32 0.1 widens to 0.10000000149011612; a client sends 0.1, as JSON (and the column) prints it.
+    values = pd.array(np.round(np.random.default_rng(3).uniform(0, 1, 500), 1), dtype=dtype)
+    contract = learn_contract(pd.DataFrame({"ratio": values}))
+    edges = contract["features"][0]["reference"]["edges"]
+    assert all(edge == round(edge, 1) for edge in edges), edges
+    bins = FeatureBins("unit-float32", 1, contract)
+    bins.observe_records([{"ratio": float(str(v))} for v in np.asarray(values, dtype=np.float32)])
+    assert _psi(bins, "ratio") < 1e-6
 
 
 @pytest.mark.parametrize("rows", [4, 200])  # one broadcast comparison; a binary search per column

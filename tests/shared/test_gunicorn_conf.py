@@ -53,18 +53,22 @@ def test_web_concurrency_sets_the_worker_count_of_any_service() -> None:
     assert config("model", WEB_CONCURRENCY="1", GUNICORN_THREADS="8")["threads"] == 8
 
 
-def test_a_silly_worker_count_stops_gunicorn_with_the_variable_named() -> None:
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("WEB_CONCURRENCY", "0"), ("GUNICORN_KEEPALIVE", "0")],  # keep-alive 0: gevent reads headers without a deadline
+)
+def test_a_silly_value_stops_gunicorn_with_the_variable_named(variable: str, value: str) -> None:
     code = "import shared.gunicorn_conf"
     result = subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT,
-        env={**os.environ, "MODELGATE_SERVICE": "gateway", "WEB_CONCURRENCY": "0"},
+        env={**os.environ, "MODELGATE_SERVICE": "gateway", variable: value},
         capture_output=True,
         text=True,
         check=False,
     )
     assert result.returncode != 0
-    assert "WEB_CONCURRENCY" in result.stderr
+    assert variable in result.stderr
 
 
 def _run_as_model_service(code: str) -> subprocess.CompletedProcess[str]:
