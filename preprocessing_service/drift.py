@@ -12,10 +12,13 @@ traffic. Counters add up exactly across all of them; an index computed per proce
 window kept in Redis would put a round trip on every request for a number Prometheus already has the
 means to compute.
 
-Cost on the request path: a few vectorised NumPy steps put a request's values into a per-version array
-(10 to 20 us for one row, 35 to 70 us for 100, measured on the demo models); a thread moves the array to the
-Prometheus counters every ``DRIFT_FLUSH_SECONDS`` (a counter increment per touched bin, off the request
-path), and once more when the worker exits.
+Cost: a request only queues its values (a validated all-number matrix as it is; records as a small float
+array and the bin numbers of their categories). Every ``DRIFT_FLUSH_SECONDS``, or once 4096 rows wait, the
+queued values are binned in bulk, a few branch-free NumPy passes per thousand rows, and the counts go to the
+Prometheus counters; a stopping worker does this once more. Measured as CPU of the preprocessing service
+under load, two gthread workers beside a twin without counting: no difference on one-row requests, 2% on
+100-row requests of 30 numbers, 4% on 100-row requests with categories. Binning each request as it came
+cost 4% and 10% (every NumPy call a chance to hand the GIL to another thread, and a copy of each matrix).
 """
 
 from __future__ import annotations
@@ -32,15 +35,35 @@ from shared.metrics import FEATURE_REFERENCE, FEATURE_VALUES
 log = logging.getLogger(__name__)
 
 
-#: Up to this many rows, one broadcast comparison bins every number at once; above it, a binary search per
-#: column is cheaper (the comparison grows with rows x features x bins).
+#: Up to this many rows, one broadcast comparison bins every number at once; above it, one pass per edge
+#: over all values, counting in bytes (branch-free: a binary search per value was ten times slower, each
+#: step a mispredicted branch on live data).
 BROADCAST_ROWS = 32
+#: Rows queued for binning beyond which the request that queues more bins them at once: enough to make the
+#: NumPy calls few per value, few enough to stay in the CPU's cache (about 1 MB for 30 numbers).
+MAX_QUEUED_ROWS = 4096
+#: Rows binned in one go: small enough that NumPy's temporaries are reused from the heap instead of being
+#: mapped afresh (page faults made 4096 rows at once cost twice as much as four times 1024).
+BIN_CHUNK_ROWS = 1024
 #: The bin of a number whose training values were few, for a live value that was not among them.
 OTHER = "other"
 
 
 def _value_label(value: float, integer: bool) -> str:
     return str(int(value)) if integer else repr(float(value))
+
+
+def _count_at_or_above(part: np.ndarray, table: np.ndarray, *, strict: bool) -> np.ndarray:
+    """For each value of ``part`` (numbers x rows), how many entries of its number's row of ``table`` it is
+    at or above (above, with ``strict``). Rows of ``table`` are sorted and padded with +inf; NaN counts 0."""
+    if part.shape[1] <= BROADCAST_ROWS:
+        wide = part[:, :, None]
+        below = (wide > table[:, None, :]) if strict else (wide >= table[:, None, :])
+        return np.asarray(below.sum(axis=2), dtype=np.intp)
+    counts = np.zeros(part.shape, dtype=np.uint8)  # a byte is enough: a reference has at most 20 entries
+    for entry in table.T:
+        counts += (part > entry[:, None]) if strict else (part >= entry[:, None])
+    return counts.astype(np.intp)
 
 
 class FeatureBins:
@@ -100,6 +123,9 @@ class FeatureBins:
         self.slots = slots
         self.size = len(slots)
         self._columns = np.array(columns, dtype=np.intp)
+        # Every feature is a counted number: a request's matrix is queued as it is (it is never written to
+        # after validation), with no copy.
+        self._every_column = columns == list(range(len(contract["features"])))
         self._numeric_names = names
         self._categories = categories
         # Decile numbers: interior edges, one row each, padded with +inf (never reached) for the broadcast.
@@ -120,6 +146,9 @@ class FeatureBins:
             self._values[row, : known.size] = known
         self._rows = np.arange(len(listed))
         self._pending = np.zeros(self.size, dtype=np.int64)
+        self._queued: list[np.ndarray] = []  # rows x counted numbers, one array per request
+        self._queued_slots: list[np.ndarray] = []  # slots already known (categories)
+        self._queued_rows = 0
         self._lock = threading.Lock()
         # Every bin's series exists from the start (at 0): a bin no live value reaches is exactly the one
         # that weighs in the index, and Prometheus can only weigh a series it has.
@@ -127,29 +156,24 @@ class FeatureBins:
         for feature_name, bin_label, share in slots:
             FEATURE_REFERENCE.labels(model, str(version), feature_name, bin_label).set(share)
 
-    def _numeric_slots(self, block: np.ndarray) -> np.ndarray:
-        """Slot of each finite value of ``block`` (rows x this contract's counted numbers, in their order)."""
-        if block.size == 0:
+    def _numeric_slots(self, columns: np.ndarray) -> np.ndarray:
+        """Slot of each finite value of ``columns`` (this contract's counted numbers x rows, in their order).
+
+        Column-major: the order of the slots does not matter to the counts, and each pass over an edge then
+        reads contiguous rows.
+        """
+        if columns.size == 0:
             return np.empty(0, dtype=np.intp)
-        broadcast = block.shape[0] <= BROADCAST_ROWS
         found = []
         if self._binned:
-            part = block[:, self._binned_at]
-            if broadcast:
-                bins = (part[:, :, None] >= self._edges[None, :, :]).sum(axis=2)
-            else:
-                bins = np.column_stack(
-                    [np.searchsorted(edges, part[:, i], side="right") for i, edges in enumerate(self._binned)]
-                )
-            found.append((part, bins + self._binned_starts))
+            part = columns[self._binned_at]
+            bins = _count_at_or_above(part, self._edges, strict=False)
+            found.append((part, bins + self._binned_starts[:, None]))
         if self._listed:
-            part = block[:, self._listed_at]
-            if broadcast:
-                at = (part[:, :, None] > self._values[None, :, :]).sum(axis=2)
-            else:
-                at = np.column_stack([np.searchsorted(values, part[:, i]) for i, values in enumerate(self._listed)])
-            known = self._values[self._rows, at] == part
-            found.append((part, np.where(known, at + self._listed_starts, self._listed_other)))
+            part = columns[self._listed_at]
+            at = _count_at_or_above(part, self._values[:, :-1], strict=True)  # values below: the position
+            known = self._values[self._rows[:, None], at] == part
+            found.append((part, np.where(known, at + self._listed_starts[:, None], self._listed_other[:, None])))
         slots = []
         for part, part_slots in found:
             finite = np.isfinite(part)
@@ -157,43 +181,70 @@ class FeatureBins:
         return np.concatenate(slots) if len(slots) > 1 else slots[0]
 
     def observe_matrix(self, raw: np.ndarray) -> None:
-        """Count the rows of a validated float matrix whose columns are the contract's features in order."""
-        if not self.size or raw.shape[0] == 0:
-            return
-        self._add(self._numeric_slots(raw[:, self._columns]))
+        """Queue the rows of a validated float matrix whose columns are the contract's features in order.
+
+        The matrix may be queued as it is: the caller must not write to it afterwards.
+        """
+        if self.size and raw.shape[0] and self._columns.size:
+            self._queue(raw if self._every_column else raw[:, self._columns], None)
 
     def observe_records(self, records: Sequence[Mapping[str, Any]]) -> None:
-        """Count validated records (feature name -> value, as the schema loaded them)."""
+        """Queue validated records (feature name -> value, as the schema loaded them)."""
         if not self.size or not records:
             return
-        found = []
-        names = self._numeric_names
-        if names and len(records) <= BROADCAST_ROWS:  # one array from rows: cheapest for a few wide rows
-            block = np.array([[record.get(name) for name in names] for record in records], dtype=np.float64)
-            found.append(self._numeric_slots(block))  # None became NaN, which is not counted
-        elif names:  # a column at a time: cheapest for many rows
-            block = np.empty((len(records), len(names)))
-            for index, name in enumerate(names):
-                block[:, index] = np.array([record.get(name) for record in records], dtype=np.float64)
-            found.append(self._numeric_slots(block))
-        for name, lookup in self._categories:
-            slots = [lookup.get(record.get(name)) for record in records]  # type: ignore[arg-type]
-            found.append(np.array([s for s in slots if s is not None], dtype=np.intp))
-        self._add(np.concatenate(found) if len(found) > 1 else found[0])
+        numbers = None
+        if self._numeric_names:  # None becomes NaN, which is not counted
+            numbers = np.array([[record.get(name) for name in self._numeric_names] for record in records], float)
+        categories = None
+        if self._categories:
+            found = [lookup.get(record.get(name)) for name, lookup in self._categories for record in records]  # type: ignore[arg-type]
+            categories = np.array([slot for slot in found if slot is not None], dtype=np.intp)
+        self._queue(numbers, categories)
 
-    def _add(self, slots: np.ndarray) -> None:
-        if slots.size:
-            counts = np.bincount(slots, minlength=self.size)
+    def _queue(self, numbers: np.ndarray | None, slots: np.ndarray | None) -> None:
+        with self._lock:
+            if numbers is not None:
+                self._queued.append(numbers)
+                self._queued_rows += numbers.shape[0]
+            if slots is not None and slots.size:
+                self._queued_slots.append(slots)
+            full = self._queued_rows > MAX_QUEUED_ROWS
+        if full:
+            self._bin_queued()
+
+    def _bin_queued(self) -> None:
+        """Bin every queued value at once and add it to the counts."""
+        with self._lock:
+            numbers, self._queued = self._queued, []
+            slots, self._queued_slots = self._queued_slots, []
+            self._queued_rows = 0
+        counts = np.zeros(self.size, dtype=np.int64)
+        for known in slots:
+            counts += np.bincount(known, minlength=self.size)
+        group: list[np.ndarray] = []
+        rows = 0
+        for index, queued in enumerate(numbers):
+            group.append(queued)
+            rows += queued.shape[0]
+            if rows >= BIN_CHUNK_ROWS or index == len(numbers) - 1:
+                block = group[0] if len(group) == 1 else np.concatenate(group)
+                for start in range(0, block.shape[0], BIN_CHUNK_ROWS):
+                    columns = np.ascontiguousarray(block[start : start + BIN_CHUNK_ROWS].T)
+                    counts += np.bincount(self._numeric_slots(columns), minlength=self.size)
+                group, rows = [], 0
+        if slots or numbers:
             with self._lock:
                 self._pending += counts
 
     def pending(self) -> np.ndarray:
-        """A copy of the counts not yet flushed (for tests and the exit flush)."""
+        """A copy of the counts not yet flushed, everything queued binned first (for tests)."""
+        self._bin_queued()
         with self._lock:
             return self._pending.copy()
 
     def flush(self) -> int:
-        """Move the counted values to the Prometheus counters; returns how many values moved."""
+        """Bin what is queued and move the counts to the Prometheus counters; returns how many values moved."""
+        self._bin_queued()
         with self._lock:
             pending = self._pending
             if not pending.any():

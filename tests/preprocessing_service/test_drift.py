@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 from prometheus_client import REGISTRY
 
 from model_service.registry import Registry
-from preprocessing_service import create_app
+from preprocessing_service import create_app, drift
 from preprocessing_service.drift import DriftRecorder, FeatureBins
 from shared.contracts import learn_contract
 from tests.preprocessing_service.conftest import make_settings
@@ -144,6 +144,31 @@ def test_both_paths_count_alike_and_values_beyond_training_go_to_the_end_bins(ro
     assert sum(n for (feature, _), n in counts.items() if feature == "length") == rows
     assert counts[("doors", "2")] == counts[("doors", "4")] == rows // 4
     assert counts[("doors", "other")] == rows // 2
+
+
+def test_values_queued_in_any_grouping_count_as_one_histogram_and_the_queue_stays_bounded() -> None:
+    # Requests only queue values; binning happens in bulk, in groups and chunks of rows. Any grouping must
+    # give numpy.histogram's counts, and the queue must not grow past its bound between two flushes.
+    frame = _training_frame(rows=6000, seed=11)[["length", "count", "doors"]]
+    contract = learn_contract(frame)
+    bins = FeatureBins("unit-grouping", 1, contract)
+    matrix = frame.to_numpy(dtype=float)
+    pieces = [matrix[i : i + 1] for i in range(700)] + [matrix[700:5900]]
+    pieces += [matrix[i : i + 7] for i in range(5900, 6000, 7)]
+    for piece in pieces:
+        bins.observe_matrix(piece)
+        assert bins._queued_rows <= drift.MAX_QUEUED_ROWS  # the request that passes the bound bins them
+    counts = _counts(bins)
+    for feature in contract["features"]:
+        reference = feature["reference"]
+        if "edges" in reference:
+            expected, _ = np.histogram(frame[feature["name"]].to_numpy(dtype=float), bins=reference["edges"])
+            labels = [str(b) for b in range(len(expected))]
+        else:
+            values = frame[feature["name"]].to_numpy()
+            labels = [str(int(v)) for v in reference["values"]]
+            expected = np.array([(values == v).sum() for v in reference["values"]])
+        assert [counts[(feature["name"], label)] for label in labels] == expected.tolist(), feature["name"]
 
 
 def test_missing_and_unknown_values_are_not_counted() -> None:
