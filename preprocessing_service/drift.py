@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -60,7 +61,7 @@ def _count_at_or_above(part: np.ndarray, table: np.ndarray, *, strict: bool) -> 
         wide = part[:, :, None]
         below = (wide > table[:, None, :]) if strict else (wide >= table[:, None, :])
         return np.asarray(below.sum(axis=2), dtype=np.intp)
-    counts = np.zeros(part.shape, dtype=np.uint8)  # a byte is enough: a reference has at most 20 entries
+    counts = np.zeros(part.shape, dtype=np.uint8 if table.shape[1] < 256 else np.intp)  # bytes, when they do
     for entry in table.T:
         counts += (part > entry[:, None]) if strict else (part >= entry[:, None])
     return counts.astype(np.intp)
@@ -150,6 +151,8 @@ class FeatureBins:
         self._queued_slots: list[np.ndarray] = []  # slots already known (categories)
         self._queued_rows = 0
         self._lock = threading.Lock()
+        self._binning = 0  # calls of _bin_queued holding values they took from the queue
+        self._settled = threading.Condition(self._lock)
         # Every bin's series exists from the start (at 0): a bin no live value reaches is exactly the one
         # that weighs in the index, and Prometheus can only weigh a series it has.
         self._children = [FEATURE_VALUES.labels(model, str(version), f, b) for f, b, _ in slots]
@@ -183,10 +186,11 @@ class FeatureBins:
     def observe_matrix(self, raw: np.ndarray) -> None:
         """Queue the rows of a validated float matrix whose columns are the contract's features in order.
 
-        The matrix may be queued as it is: the caller must not write to it afterwards.
+        The matrix may be queued as it is, so it is made read-only: nothing may change it afterwards.
         """
         if self.size and raw.shape[0] and self._columns.size:
-            self._queue(raw if self._every_column else raw[:, self._columns], None)
+            raw.flags.writeable = False
+            self._queue(raw if self._every_column else raw[:, self._columns], None, raw.shape[0])
 
     def observe_records(self, records: Sequence[Mapping[str, Any]]) -> None:
         """Queue validated records (feature name -> value, as the schema loaded them)."""
@@ -199,42 +203,66 @@ class FeatureBins:
         if self._categories:
             found = [lookup.get(record.get(name)) for name, lookup in self._categories for record in records]  # type: ignore[arg-type]
             categories = np.array([slot for slot in found if slot is not None], dtype=np.intp)
-        self._queue(numbers, categories)
+        self._queue(numbers, categories, len(records))
 
-    def _queue(self, numbers: np.ndarray | None, slots: np.ndarray | None) -> None:
+    def _queue(self, numbers: np.ndarray | None, slots: np.ndarray | None, rows: int) -> None:
         with self._lock:
             if numbers is not None:
                 self._queued.append(numbers)
-                self._queued_rows += numbers.shape[0]
             if slots is not None and slots.size:
                 self._queued_slots.append(slots)
+            self._queued_rows += rows  # numbers and categories of a row: both bounded
             full = self._queued_rows > MAX_QUEUED_ROWS
         if full:
-            self._bin_queued()
+            try:
+                self._bin_queued()
+            except Exception:  # the request was answered well: counting must not turn it into a 500
+                log.exception("drift counts could not be binned", extra={"model": self.model, "version": self.version})
 
     def _bin_queued(self) -> None:
-        """Bin every queued value at once and add it to the counts."""
+        """Bin every queued value and add it to the counts."""
         with self._lock:
             numbers, self._queued = self._queued, []
             slots, self._queued_slots = self._queued_slots, []
             self._queued_rows = 0
+            self._binning += 1
         counts = np.zeros(self.size, dtype=np.int64)
-        for known in slots:
-            counts += np.bincount(known, minlength=self.size)
-        group: list[np.ndarray] = []
-        rows = 0
-        for index, queued in enumerate(numbers):
-            group.append(queued)
-            rows += queued.shape[0]
-            if rows >= BIN_CHUNK_ROWS or index == len(numbers) - 1:
-                block = group[0] if len(group) == 1 else np.concatenate(group)
-                for start in range(0, block.shape[0], BIN_CHUNK_ROWS):
-                    columns = np.ascontiguousarray(block[start : start + BIN_CHUNK_ROWS].T)
-                    counts += np.bincount(self._numeric_slots(columns), minlength=self.size)
-                group, rows = [], 0
-        if slots or numbers:
+        try:
+            for known in slots:
+                counts += np.bincount(known, minlength=self.size)
+            group: list[np.ndarray] = []
+            for queued in numbers:
+                if queued.shape[0] >= BIN_CHUNK_ROWS:  # a large request: binned where it lies, never copied
+                    counts += self._bin_rows(group)
+                    group = []
+                    counts += self._bin_rows([queued])
+                    continue
+                group.append(queued)
+                if sum(part.shape[0] for part in group) >= BIN_CHUNK_ROWS:
+                    counts += self._bin_rows(group)
+                    group = []
+            counts += self._bin_rows(group)
+        finally:
             with self._lock:
                 self._pending += counts
+                self._binning -= 1
+                self._settled.notify_all()
+
+    def _bin_rows(self, arrays: list[np.ndarray]) -> np.ndarray:
+        """Counts per slot of the rows of ``arrays`` (rows x counted numbers), a chunk of rows at a time."""
+        counts = np.zeros(self.size, dtype=np.int64)
+        if not arrays:
+            return counts
+        block = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+        for start in range(0, block.shape[0], BIN_CHUNK_ROWS):
+            columns = np.ascontiguousarray(block[start : start + BIN_CHUNK_ROWS].T)
+            counts += np.bincount(self._numeric_slots(columns), minlength=self.size)
+        return counts
+
+    def settle(self, timeout: float) -> bool:
+        """Wait until no call is binning values it took from the queue (at exit, before the last flush)."""
+        with self._settled:
+            return self._settled.wait_for(lambda: self._binning == 0, timeout)
 
     def pending(self) -> np.ndarray:
         """A copy of the counts not yet flushed, everything queued binned first (for tests)."""
@@ -294,15 +322,21 @@ class DriftRecorder:
         return moved
 
     def stop(self, wait: float = 5.0) -> None:
-        """Stop the thread, let a flush it has begun end (up to ``wait`` seconds), and flush what is left.
+        """Stop the thread, let binning and flushes already begun end (up to ``wait`` seconds in all), and
+        flush what is left.
 
-        At worker exit: the thread may hold counts it took but has not yet written; returning before it
-        has would let the process end with them.
+        At worker exit: the thread, or a request still running, may hold counts it took from a queue but
+        has not yet added; returning before it has would let the process end with them.
         """
+        deadline = time.monotonic() + wait
         self._stop.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=wait)
+        with self._lock:
+            every = list(self._bins.values())
+        for bins in every:
+            bins.settle(max(0.0, deadline - time.monotonic()))
         self.flush()
 
     def _run(self) -> None:

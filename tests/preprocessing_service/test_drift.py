@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -247,6 +248,92 @@ def test_stop_waits_for_a_flush_the_thread_has_begun() -> None:
     labels = {"model": "unit-stop-race", "version": "1", "feature": "colour"}
     assert _sample("modelgate_feature_values_total", **labels, bin="red") == 3
     assert _sample("modelgate_feature_values_total", **labels, bin="blue") == 4
+
+
+def _flushed(model: str, bins: FeatureBins) -> dict[tuple[str, str], float]:
+    return {
+        (feature, label): _sample(
+            "modelgate_feature_values_total", model=model, version="1", feature=feature, bin=label
+        )
+        for feature, label, _ in bins.slots
+    }
+
+
+def _histogram(frame: pd.DataFrame, contract: dict[str, Any]) -> dict[tuple[str, str], float]:
+    """What every row of ``frame`` must add up to: numpy.histogram over the reference edges."""
+    expected = {}
+    for feature in contract["features"]:
+        edges = feature["reference"]["edges"]
+        counts, _ = np.histogram(frame[feature["name"]].to_numpy(dtype=float), bins=edges)
+        expected.update({(feature["name"], str(b)): float(n) for b, n in enumerate(counts)})
+    return expected
+
+
+def test_requests_flushes_and_a_stop_racing_each_other_count_every_value_once() -> None:
+    # Eight request threads queue matrices of 1 to 1500 rows (crossing the queue's bound, so requests bin
+    # inline too) while the flush thread runs every millisecond; then the worker stops.
+    frame = _training_frame(rows=4000, seed=5)[["length", "tiny", "count"]]
+    contract = learn_contract(frame)
+    recorder = DriftRecorder(flush_seconds=0.001)
+    bins = recorder.bins("unit-race", 1, contract)
+    matrix = frame.to_numpy(dtype=float)
+    rng = np.random.default_rng(1)
+    sizes = rng.integers(1, 1500, 200)
+    picks = [rng.integers(0, len(matrix), size) for size in sizes]
+
+    def request(rows: np.ndarray) -> None:
+        bins.observe_matrix(matrix[rows])
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(request, picks))
+    recorder.stop()
+    assert not bins.pending().any()
+    everything = pd.DataFrame(matrix[np.concatenate(picks)], columns=frame.columns)
+    assert _flushed("unit-race", bins) == _histogram(everything, contract)
+
+
+def test_a_stop_waits_for_a_request_binning_the_queue() -> None:
+    # The request that passes the queue's bound bins everybody's values; a worker stopping meanwhile must
+    # not flush before those are added, or the process would end with them.
+    frame = _training_frame(rows=drift.MAX_QUEUED_ROWS + 100, seed=8)[["length"]]
+    contract = learn_contract(frame)
+    recorder = DriftRecorder(flush_seconds=300)
+    bins = recorder.bins("unit-exit-race", 1, contract)
+    binning = threading.Event()
+    real = bins._numeric_slots
+
+    def slow(columns: np.ndarray) -> np.ndarray:
+        binning.set()
+        time.sleep(0.3)
+        return real(columns)
+
+    bins._numeric_slots = slow  # type: ignore[method-assign]
+    matrix = frame.to_numpy(dtype=float)
+    request = threading.Thread(target=bins.observe_matrix, args=(matrix,))
+    request.start()
+    assert binning.wait(10)
+    recorder.stop()
+    request.join()
+    assert _flushed("unit-exit-race", bins) == _histogram(frame, contract)
+
+
+def test_a_contract_of_categories_only_keeps_its_queue_bounded() -> None:
+    contract = learn_contract(_training_frame()[["colour"]])
+    bins = FeatureBins("unit-category-queue", 1, contract)
+    records = [{"colour": "red"}, {"colour": "blue"}] * 50
+    for _ in range(200):
+        bins.observe_records(records)
+        assert bins._queued_rows <= drift.MAX_QUEUED_ROWS
+    assert _counts(bins) == {("colour", "blue"): 10000, ("colour", "green"): 0, ("colour", "red"): 10000}
+
+
+def test_a_queued_matrix_is_read_only() -> None:
+    contract = learn_contract(_training_frame()[["length"]])
+    bins = FeatureBins("unit-read-only", 1, contract)
+    raw = np.array([[41.0], [39.5]])
+    bins.observe_matrix(raw)
+    with pytest.raises(ValueError, match="read-only"):
+        raw[0, 0] = 0.0
 
 
 def _transform(client: FlaskClient, name: str, instances: list[dict[str, Any]]) -> Any:
