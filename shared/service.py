@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import socket
 import sys
@@ -38,13 +39,6 @@ REQUEST_ID_HEADER = "X-Request-ID"
 #: Sent by the gateway with a batched trip: the ids of every request in it (logged with the trip).
 BATCH_IDS_HEADER = "X-Batch-Request-IDs"
 MAX_BATCH_IDS = 256
-#: Seconds a client may leave between two pieces of its request body unless the service's settings say
-#: otherwise (``BODY_IDLE_TIMEOUT_SECONDS``, as nginx's ``client_body_timeout``). A stalled upload would
-#: otherwise hold a worker thread for as long as the client keeps the connection.
-BODY_IDLE_TIMEOUT_SECONDS = 10.0
-#: Most seconds a client may take to send its whole body, in gevent workers (the gateway): the idle timeout
-#: alone lets a client that trickles a byte within each pause hold its connection for as long as it likes.
-BODY_TIMEOUT_SECONDS = 60.0
 #: Methods counted under their own name in the request metrics; any other is counted as ``other``.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -153,9 +147,13 @@ def request_body() -> bytes:
     sock = request.environ.get("gunicorn.socket")
     if sock is None:  # not under gunicorn (the test client): nothing can stall
         return request.get_data(cache=True)
-    idle = float(current_app.config.get("MODELGATE_BODY_IDLE_TIMEOUT", BODY_IDLE_TIMEOUT_SECONDS))
-    total = float(current_app.config.get("MODELGATE_BODY_TIMEOUT", BODY_TIMEOUT_SECONDS))
-    deadline = _greenlet_deadline(total)
+    idle = float(current_app.config["MODELGATE_BODY_IDLE_TIMEOUT"])
+    total = float(current_app.config["MODELGATE_BODY_TIMEOUT"])
+    deadline = None
+    if _runs_gevent():
+        import gevent  # only ever imported where the worker already runs it
+
+        deadline = gevent.Timeout(total)
     previous = sock.gettimeout()
     sock.settimeout(idle)
     expired: tuple[type[BaseException], ...] = () if deadline is None else (type(deadline),)
@@ -184,18 +182,19 @@ def request_body() -> bytes:
     return raw
 
 
-def _greenlet_deadline(seconds: float) -> Any:
-    """A ``gevent.Timeout`` of ``seconds`` (not started) when this worker runs gevent, else None.
+@functools.cache
+def _runs_gevent() -> bool:
+    """Whether this worker runs gevent (its sockets patched before the app was loaded).
 
-    It raises inside whatever read the greenlet is blocked in. A thread has no such means: the gthread
-    services keep the idle timeout only, and sit behind the gateway, which buffers each body whole.
+    Only there can a deadline cover a whole body: a ``gevent.Timeout`` raises inside whatever read the
+    greenlet is blocked in. A thread has no such means: the gthread services keep the idle timeout only,
+    and sit behind the gateway, which buffers each body whole.
     """
     if "gevent" not in sys.modules:
-        return None
-    import gevent
+        return False
     from gevent import monkey
 
-    return gevent.Timeout(seconds) if monkey.is_module_patched("socket") else None
+    return bool(monkey.is_module_patched("socket"))
 
 
 def _stop_reading(sock: Any) -> None:

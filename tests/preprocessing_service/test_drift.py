@@ -129,7 +129,7 @@ def test_float32_training_values_bin_as_clients_send_them(dtype: str) -> None:
     assert _psi(bins, "ratio") < 1e-6
 
 
-@pytest.mark.parametrize("rows", [4, 200])  # one broadcast comparison; a binary search per column
+@pytest.mark.parametrize("rows", [4, 200])  # fewer rows than one chunk, and a block of them
 def test_both_paths_count_alike_and_values_beyond_training_go_to_the_end_bins(rows: int) -> None:
     frame = _training_frame()[["length", "count", "doors"]]
     contract = learn_contract(frame)
